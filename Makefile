@@ -1,0 +1,22 @@
+# facebot: the two commands of the README.
+#   make demo   set everything up (once) and run the duplex loop on the sample conversation
+#   make test   set everything up (once) and run the test suite
+VENV ?= .venv
+PYTHON ?= python3
+
+.PHONY: demo test setup clean
+
+demo: setup
+	$(VENV)/bin/facebot run
+
+test: setup
+	$(VENV)/bin/python -m pytest -q test
+
+setup: $(VENV)/.facebot-setup
+
+$(VENV)/.facebot-setup: setup.py .ci/setup
+	VENV=$(VENV) PYTHON=$(PYTHON) bash .ci/setup
+	touch $@
+
+clean:
+	rm -rf $(VENV) facebot_out .pytest_cache .hypothesis

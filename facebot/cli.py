@@ -1,0 +1,210 @@
+"""The `facebot` command: the standalone duplex loop and its tools, without ROS.
+
+Errors a user can fix (a bad file, a missing device, a config typo) end with one line on
+stderr and exit status 2; a traceback means a bug in facebot.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from facebot import __version__
+
+EXIT_USAGE = 2
+
+
+def _default_config() -> Path:
+    """config/facebot.yaml from the checkout, or from the installed share folder."""
+    from facebot.config import CONFIG_DIR
+
+    candidates = [CONFIG_DIR / "facebot.yaml", Path(sys.prefix) / "share" / "facebot" / "config" / "facebot.yaml"]
+    for c in candidates:
+        if c.is_file():
+            return c
+    return candidates[0]
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facebot", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"facebot {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the duplex loop on a WAV file or the microphone")
+    run.add_argument("--input", "-i", default=None,
+                     help="audio file of the user's side, or 'mic' (default: the sample conversation)")
+    run.add_argument("--video", default=None, help="video file, or 'webcam' / 'webcam:N' (optional)")
+    run.add_argument("--out", "-o", default=None, help="output folder (default: facebot_out/<time>)")
+    run.add_argument("--force", action="store_true", help="replace --out if it exists")
+    run.add_argument("--backend", default="scripted", choices=["scripted"], help="speech backend")
+    run.add_argument("--config", default=None, help="YAML config (default: config/facebot.yaml)")
+    run.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
+    run.add_argument("--realtime", action="store_true", help="pace file input at real time")
+    run.add_argument("--play", action="store_true", help="play the robot's voice on the speaker")
+    run.add_argument("--duration", type=float, default=None, help="stop the microphone after S seconds")
+    run.add_argument("--device", default=None, help="PortAudio input device (name or index)")
+    run.add_argument("--t0-ns", type=int, default=None,
+                     help="capture time of the first input sample (default: now); fixes stamps for reproducible bags")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    sample = sub.add_parser("sample", help="make the sample conversation WAV (done by the set-up)")
+    sample.add_argument("--out", default=None, help="where to write it (default: the user cache)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "sample":
+            return _sample(args)
+    except KeyboardInterrupt:
+        print("facebot: interrupted; no output kept", file=sys.stderr)
+        return 130
+    except _UserError as err:
+        print(f"facebot: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_USAGE
+
+
+class _UserError(Exception):
+    pass
+
+
+def _user_errors():
+    """The exception types whose message is a complete one-line explanation."""
+    from facebot.audio.files import AudioFileError
+    from facebot.config import ConfigError
+    from facebot.pipeline.sources import SourceError
+
+    return (AudioFileError, ConfigError, SourceError, FileExistsError)
+
+
+def _sample(args) -> int:
+    from facebot.pipeline.sample import default_sample_path, make_sample_conversation
+
+    path = Path(args.out) if args.out else default_sample_path()
+    turns = make_sample_conversation(path)
+    print(f"sample conversation: {path} ({len(turns)} user turns, layout in {path.with_suffix('.json').name})")
+    return 0
+
+
+def _run(args) -> int:
+    errors = _user_errors()
+    try:
+        return _run_checked(args)
+    except errors as err:
+        raise _UserError(str(err)) from None
+    except RuntimeError as err:  # e.g. libespeak-ng missing: the message says what to install
+        if "espeak" in str(err).lower() or "onnx" in str(err).lower():
+            raise _UserError(str(err)) from None
+        raise
+
+
+def _run_checked(args) -> int:
+    from facebot.config import load_yaml, section
+    from facebot.pipeline.duplex import DuplexLoop, LoopConfig
+    from facebot.pipeline.sample import ensure_sample
+    from facebot.pipeline.scripted import ScriptedBackend, ScriptedConfig
+    from facebot.pipeline.session import run_session
+    from facebot.pipeline.sources import FileAudioSource, MicrophoneSource, VideoSource
+
+    config_path = Path(args.config) if args.config else _default_config()
+    config = load_yaml(config_path)
+    unknown = sorted(set(config) - {"loop", "scripted"})
+    if unknown:
+        from facebot.config import ConfigError
+
+        raise ConfigError(f"{config_path.name}: unknown section(s) {', '.join(unknown)} (known: loop, scripted)")
+    loop_cfg = section(config, "loop", LoopConfig, config_path)
+    scripted_cfg = section(config, "scripted", ScriptedConfig, config_path)
+
+    t0_ns = args.t0_ns if args.t0_ns is not None else time.time_ns()
+    if args.input == "mic":
+        source = MicrophoneSource(device=_device(args.device), duration_s=args.duration)
+        label = "microphone"
+    else:
+        path = Path(args.input) if args.input else ensure_sample()
+        source = FileAudioSource(path, t0_ns=t0_ns)
+        label = str(path)
+        if source.info.truncated_note:
+            print(f"facebot: warning: {source.info.truncated_note}", file=sys.stderr)
+    video = VideoSource(args.video, t0_ns) if args.video else None
+    out_dir = _out_dir(args)
+    speaker = None
+    if args.play:
+        from facebot.pipeline.playback import SpeakerSink
+
+        speaker = SpeakerSink()
+
+    backend = ScriptedBackend(scripted_cfg)
+    loop = DuplexLoop(backend, loop_cfg, seed=args.seed)
+    print(f"facebot {__version__}: backend {backend.describe()}; input {label}", file=sys.stderr)
+    try:
+        report = run_session(loop, out_dir, source, video=video, speaker=speaker,
+                             realtime=args.realtime or args.input == "mic",
+                             progress=not args.no_progress and sys.stderr.isatty())
+    finally:
+        if speaker is not None:
+            speaker.close()
+    print(report.format_table())
+    for key, value in report.counters.items():
+        if value:
+            print(f"  {key}: {value}")
+    _print_outputs(out_dir)
+    return 0
+
+
+def _device(spec: str | None):
+    return int(spec) if spec is not None and spec.isdigit() else spec
+
+
+def _out_dir(args) -> Path:
+    if args.out:
+        out = Path(args.out)
+        if out.exists():
+            if not args.force:
+                raise FileExistsError(f"{out}: output folder already exists (use --force to replace it)")
+            shutil.rmtree(out)
+        return out
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path("facebot_out") / stamp
+    n = 1
+    while out.exists():
+        n += 1
+        out = Path("facebot_out") / f"{stamp}-{n}"
+    return out
+
+
+def _print_outputs(out: Path) -> None:
+    print(f"\noutputs in {out}/")
+    described = {
+        "conversation.wav": "stereo: the user (left) and the robot (right) on one timeline",
+        "robot.wav": "the robot's speech (24 kHz mono)",
+        "user.wav": "the user's audio as the loop heard it (24 kHz mono)",
+        "flame.npz": "FLAME track at 25 fps (also exp/pose in DualTalk layout)",
+        "transcript.txt": "what the robot said, with times",
+        "summary.json": "latency per stage, real-time factor, counters",
+        "bag": "rosbag2 MCAP: /audio/in, /audio/out, /face/flame, /dialogue/state",
+    }
+    for name, what in described.items():
+        if (out / name).exists():
+            print(f"  {name:<18} {what}")
+    print(f"replay on a robot: ros2 bag play {out / 'bag'}")
+    if os.environ.get("FACEBOT_LATEST_LINK", "1") == "1" and out.parent.name == "facebot_out":
+        latest = out.parent / "latest"
+        try:
+            if latest.is_symlink() or latest.exists():
+                latest.unlink()
+            latest.symlink_to(out.name)
+        except OSError:
+            pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""One standalone duplex session: source -> framer -> loop -> recorder (and speaker).
+
+This is what `facebot run` drives. File input runs as fast as the machine allows (or paced
+with ``realtime``); microphone input runs on the device's clock.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facebot.audio.framing import FRAME_NS, FRAME_SAMPLES, AudioFrame, AudioFramer
+from facebot.pipeline.duplex import DuplexLoop, StepResult
+from facebot.pipeline.recorder import SessionRecorder
+from facebot.pipeline.sources import FileAudioSource, MicrophoneSource, Pacer, VideoSource
+
+STAGES = ("vad", "backend", "face", "record", "step")
+DRAIN_MAX_FRAMES = 250  # at most 20 s of the robot finishing after the input ends
+
+
+@dataclass
+class SessionReport:
+    out_dir: Path
+    frames: int
+    audio_s: float
+    compute_s: float
+    timings_ms: dict[str, list[float]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def real_time_factor(self) -> float:
+        """Compute time per second of audio: below 1 is faster than real time."""
+        return self.compute_s / self.audio_s if self.audio_s else math.nan
+
+    def latency_table(self) -> dict[str, dict[str, float]]:
+        table = {}
+        for stage in STAGES:
+            values = np.asarray(self.timings_ms.get(stage, []), np.float64)
+            if values.size:
+                table[stage] = {
+                    "p50": float(np.percentile(values, 50)),
+                    "p99": float(np.percentile(values, 99)),
+                    "max": float(values.max()),
+                }
+        return table
+
+    def format_table(self) -> str:
+        rows = [f"{'stage':<10}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}"]
+        for stage, s in self.latency_table().items():
+            rows.append(f"{stage:<10}{s['p50']:>10.2f}{s['p99']:>10.2f}{s['max']:>10.2f}")
+        over = sum(1 for v in self.timings_ms.get("step", []) if v > FRAME_NS / 1e6)
+        rows.append(
+            f"real-time factor {self.real_time_factor:.3f} ({self.frames} frames, {self.audio_s:.1f} s of audio, "
+            f"{over} over the 80 ms budget)"
+        )
+        return "\n".join(rows)
+
+
+def run_session(
+    loop: DuplexLoop,
+    out_dir: str | Path,
+    source: FileAudioSource | MicrophoneSource,
+    video: VideoSource | None = None,
+    speaker=None,
+    realtime: bool = False,
+    progress: bool = True,
+) -> SessionReport:
+    """Runs the loop over the whole source and writes the session folder."""
+    recorder = SessionRecorder(out_dir, loop.backend.describe(), with_video=video is not None)
+    framer = AudioFramer()
+    timings: dict[str, list[float]] = {s: [] for s in STAGES}
+    total_frames = None
+    if isinstance(source, FileAudioSource):
+        total_frames = math.ceil(source.duration_s * 1e9 / FRAME_NS)
+    bar = _progress(total_frames, progress)
+    pacer = Pacer() if realtime and isinstance(source, FileAudioSource) else None
+    t_start = time.perf_counter()
+    last = None
+    try:
+        for chunk in source:
+            if pacer is not None:
+                pacer.wait_until((chunk.stamp_ns - source.t0_ns) / 1e9)
+            for frame in framer.push(chunk.samples, chunk.sample_rate, chunk.stamp_ns):
+                last = _step(loop, frame, video, speaker, recorder, timings, bar)
+        for frame in framer.flush():
+            last = _step(loop, frame, video, speaker, recorder, timings, bar)
+        if last is not None:
+            _drain(loop, last, video, speaker, recorder, timings, bar)
+        compute_s = time.perf_counter() - t_start
+        report = SessionReport(
+            out_dir=Path(out_dir),
+            frames=recorder.frames,
+            audio_s=recorder.frames * FRAME_NS / 1e9,
+            compute_s=compute_s,
+            timings_ms=timings,
+            counters=_counters(loop, framer),
+        )
+        info = getattr(source, "info", None)
+        if info is not None and info.truncated_note:
+            report.notes.append(info.truncated_note)
+        recorder.finish(_summary(report, loop))
+        return report
+    except BaseException:
+        recorder.abort()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        if video is not None:
+            video.close()
+
+
+def _step(loop, frame, video, speaker, recorder, timings, bar) -> StepResult:
+    image = None
+    if video is not None:
+        got = video.frame_at(frame.stamp_ns + FRAME_NS)
+        if got is not None:
+            image, image_stamp = got
+            recorder.add_image(image, image_stamp)
+    delay_ns = None
+    if speaker is not None:
+        # Live: the output is heard when the speaker says, not when the file timeline says.
+        delay_ns = max(0, speaker.expected_delay_ns(frame.stamp_ns + FRAME_NS))
+    result: StepResult = loop.step(frame, user_image=image, playout_delay_ns=delay_ns)
+    if speaker is not None:
+        speaker.play(result.robot_audio)
+    t0 = time.perf_counter()
+    recorder.add(result)
+    result.timings_ms["record"] = (time.perf_counter() - t0) * 1000.0
+    for stage in STAGES:
+        timings[stage].append(result.timings_ms.get(stage, 0.0))
+    if bar is not None:
+        bar.update(1)
+    return result
+
+
+def _drain(loop, last: StepResult, video, speaker, recorder, timings, bar) -> None:
+    """Feeds silence after the input ends until the robot has finished its sentence."""
+    stamp, index = last.capture_stamp_ns, last.index
+    for _ in range(DRAIN_MAX_FRAMES):
+        if not (last.output.speaking or last.output.backchannel):
+            return
+        stamp += FRAME_NS
+        index += 1
+        silence = AudioFrame(np.zeros(FRAME_SAMPLES, np.float32), stamp, index, filled_ns=FRAME_NS)
+        last = _step(loop, silence, video, speaker, recorder, timings, bar)
+
+
+def _counters(loop: DuplexLoop, framer: AudioFramer) -> dict[str, int]:
+    counters = {
+        "input_gaps_filled": framer.stats.gaps_filled,
+        "input_restarts": framer.stats.restarts,
+        "input_non_finite_samples": framer.stats.non_finite_samples,
+    }
+    for name in ("replies_started", "replies_interrupted", "backchannels_played"):
+        if hasattr(loop.backend, name):
+            counters[name] = int(getattr(loop.backend, name))
+    return counters
+
+
+def _summary(report: SessionReport, loop: DuplexLoop) -> dict:
+    return {
+        "backend": loop.backend.describe(),
+        "seed": loop.seed,
+        "audio_s": report.audio_s,
+        "compute_s": report.compute_s,
+        "real_time_factor": report.real_time_factor,
+        "latency_ms": report.latency_table(),
+        "counters": report.counters,
+        "notes": report.notes,
+    }
+
+
+def _progress(total: int | None, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="frame", desc="duplex", leave=False)

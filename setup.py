@@ -1,0 +1,62 @@
+"""pip install of facebot's ROS-free parts (the `facebot` CLI and library).
+
+The ROS 2 package is built by colcon from CMakeLists.txt/package.xml instead; this file is not
+used there. Install torch==2.13.0 (CPU) before this, because silero-vad depends on torch and
+pip must not pull a CUDA build (see README).
+"""
+import re
+from glob import glob
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+
+
+def _version() -> str:
+    text = (HERE / "facebot" / "__init__.py").read_text(encoding="utf-8")
+    match = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", text, re.M)
+    if not match:
+        raise RuntimeError("facebot/__init__.py has no __version__")
+    return match.group(1)
+
+
+def _data_files():
+    """share/facebot/<dir>/... for msg/, config/, launch/ and urdf/ (sub-folders kept)."""
+    out = {}
+    for pattern in ("msg/*.msg", "config/**/*", "launch/**/*", "urdf/**/*"):
+        for name in sorted(glob(pattern, recursive=True)):
+            path = Path(name)
+            if path.is_file() and "__pycache__" not in path.parts:
+                out.setdefault(str(Path("share/facebot") / path.parent), []).append(name)
+    out.setdefault("share/facebot", []).append("package.xml")
+    return sorted(out.items())
+
+
+setup(
+    name="facebot",
+    version=_version(),
+    description="Full-duplex talking and listening face for social robots (ROS 2 + standalone)",
+    license="Apache-2.0",
+    packages=find_packages(include=["facebot", "facebot.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy",
+        "scipy",
+        "soundfile",
+        "soxr",
+        "onnxruntime",
+        "silero-vad",
+        "rosbags>=0.11",
+        "tqdm",
+        "pyyaml",
+        "sounddevice",
+        "opencv-python-headless",
+    ],
+    extras_require={
+        "test": ["pytest", "hypothesis", "pocketsphinx"],
+    },
+    entry_points={"console_scripts": ["facebot=facebot.cli:main"]},
+    data_files=_data_files(),
+    zip_safe=False,
+)
