@@ -1,0 +1,148 @@
+"""`facebot run` end to end on the default sample conversation: what a new user sees."""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from rosbags.highlevel import AnyReader
+
+from facebot import cli
+from facebot.face.flame import FRAME_PERIOD_NS, FlameTrack, FrameSource
+from facebot.pipeline.scripted import DEFAULT_REPLIES
+
+sys.path.insert(0, str(Path(__file__).parent))
+from asr import transcribe  # noqa: E402
+
+T0 = 1_700_000_000_000_000_000
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    """The README's main job: `facebot run` with no input, on a fresh cache."""
+    root = tmp_path_factory.mktemp("run")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XDG_CACHE_HOME", str(root / "cache"))
+    try:
+        rc = cli.main(["run", "--out", str(root / "out"), "--t0-ns", str(T0), "--no-progress"])
+    finally:
+        mp.undo()
+    assert rc == 0
+    sample = root / "cache" / "facebot" / "sample_conversation.wav"
+    assert sample.is_file(), "the default input is made on first use"
+    return root / "out", json.loads(sample.with_suffix(".json").read_text())
+
+
+def speech_segments(x, rate, min_gap_s=0.5, level=1e-3):
+    """(start_s, end_s) of the non-silent stretches of ``x``."""
+    hop = int(0.05 * rate)
+    active = [np.abs(x[i:i + hop]).max() > level for i in range(0, len(x) - hop + 1, hop)]
+    segments, start, last = [], None, None
+    for i, a in enumerate(active):
+        if a:
+            start = i if start is None else start
+            last = i
+        elif start is not None and (i - last) * 0.05 >= min_gap_s:
+            segments.append((start * 0.05, (last + 1) * 0.05))
+            start = None
+    if start is not None:
+        segments.append((start * 0.05, (last + 1) * 0.05))
+    return segments
+
+
+def test_outputs_exist_and_no_partial_folder(session):
+    out, _ = session
+    for name in ("robot.wav", "user.wav", "conversation.wav", "flame.npz", "summary.json", "transcript.txt", "bag"):
+        assert (out / name).exists(), name
+    assert not out.with_name(out.name + ".partial").exists()
+
+
+def test_robot_speech_is_recognisable_as_the_scripted_reply(session):
+    out, _ = session
+    robot, rate = sf.read(out / "robot.wav", dtype="float32")
+    first = next(s for s in speech_segments(robot, rate) if s[1] - s[0] > 2.0)
+    heard = set(transcribe(robot[int(first[0] * rate):int(first[1] * rate)], rate).split())
+    expected = {"hello", "friendly", "nice", "meet", "you", "i", "am", "a"}
+    assert len(heard & expected) >= 5, heard
+    assert "hello" in DEFAULT_REPLIES[0].lower()
+
+
+def test_duplex_behaviours_happen_in_the_sample(session):
+    out, layout = session
+    counters = json.loads((out / "summary.json").read_text())["counters"]
+    assert counters["replies_started"] == 4  # one per user turn that asks for a reply
+    assert counters["replies_interrupted"] == 1  # the barge-in
+    assert counters["backchannels_played"] >= 1  # in the long turn's pause
+    assert len(layout["turns"]) == 5
+
+
+def test_flame_track_covers_the_session_at_25_fps(session):
+    out, _ = session
+    summary = json.loads((out / "summary.json").read_text())
+    track = FlameTrack.load_npz(out / "flame.npz")
+    assert len(track) == 2 * summary["frames"]
+    steps = np.diff(track.stamp_ns)
+    assert np.all(steps == FRAME_PERIOD_NS)
+    assert track.stamp_ns[0] == T0 + 80_000_000  # output frame 0 is heard after input frame 0
+    assert np.array_equal(track.sequence, np.arange(len(track)))
+    assert np.all(track.source == int(FrameSource.PROCEDURAL))
+    for name in ("expression", "jaw_pose", "neck_pose", "eye_pose", "eyelids"):
+        assert np.isfinite(getattr(track, name)).all()
+    robot, rate = sf.read(out / "robot.wav", dtype="float32")
+    assert len(track) * FRAME_PERIOD_NS / 1e9 >= (len(robot) - 1920) / rate  # the face covers all speech
+
+
+def test_jaw_follows_the_robot_voice(session):
+    out, _ = session
+    track = FlameTrack.load_npz(out / "flame.npz")
+    robot, rate = sf.read(out / "robot.wav", dtype="float32")
+    hop = rate // 25
+    lead = 1920  # robot.wav starts one model frame before the first face frame
+    env = np.array([np.sqrt(np.mean(robot[lead + i * hop: lead + (i + 1) * hop] ** 2)) if lead + (i + 1) * hop <= len(robot) else 0.0
+                    for i in range(len(track))])
+    jaw = track.jaw_pose[:, 0]
+    speaking = env > 0.01
+    assert jaw[speaking].mean() > 3 * max(jaw[~speaking].mean(), 1e-3)
+    lags = range(-3, 4)
+    corr = [np.corrcoef(np.roll(jaw, -k), env)[0, 1] for k in lags]
+    assert max(corr) > 0.5 and abs(list(lags)[int(np.argmax(corr))]) <= 1
+
+
+def test_bag_opens_with_anyreader_and_has_the_expected_counts(session):
+    out, _ = session
+    frames = json.loads((out / "summary.json").read_text())["frames"]
+    with AnyReader([out / "bag"]) as reader:  # no types registered by hand
+        conns = {c.topic: c for c in reader.connections}
+        assert conns["/audio/in"].msgtype == "facebot/msg/AudioChunk"
+        assert conns["/audio/out"].msgtype == "facebot/msg/AudioChunk"
+        assert conns["/face/flame"].msgtype == "facebot/msg/FlameParams"
+        counts = {t: c.msgcount for t, c in conns.items()}
+        assert counts["/audio/in"] == frames and counts["/audio/out"] == frames
+        assert counts["/face/flame"] == 2 * frames
+        first = {}
+        for conn, _, raw in reader.messages(connections=list(conns.values())):
+            if conn.topic not in first:
+                first[conn.topic] = reader.deserialize(raw, conn.msgtype)
+    audio_in = first["/audio/in"]
+    assert (audio_in.sample_rate, audio_in.channels, audio_in.encoding) == (24000, 1, "S16LE")
+    assert len(audio_in.data) == 1920 * 2
+    assert first["/face/flame"].source == 1 and len(first["/face/flame"].expression) == 50
+
+
+def test_barge_in_in_the_recording(session):
+    """The robot's voice is gone within 80 ms of the VAD declaring the user's speech."""
+    out, layout = session
+    robot, rate = sf.read(out / "robot.wav", dtype="float32")
+    with AnyReader([out / "bag"]) as reader:
+        conn = [c for c in reader.connections if c.topic == "/dialogue/state"]
+        barge = [reader.deserialize(raw, c.msgtype).header for c, _, raw in reader.messages(connections=conn)
+                 if reader.deserialize(raw, c.msgtype).barge_in]
+    assert len(barge) == 1
+    heard_at = (barge[0].stamp.sec * 10**9 + barge[0].stamp.nanosec - T0) / 1e9
+    turn = next(t for t in layout["turns"] if t["purpose"] == "barge_in")
+    assert turn["start_s"] < heard_at < turn["start_s"] + 0.3
+    before = robot[int((heard_at - 0.3) * rate):int((heard_at - 0.05) * rate)]
+    after = robot[int((heard_at + 0.003) * rate):int((heard_at + 0.5) * rate)]
+    assert np.abs(before).max() > 0.05  # the robot was talking
+    assert np.abs(after).max() < 1e-4  # and stopped
