@@ -107,3 +107,32 @@ def test_config_typo_is_refused(tmp_path, speech, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "end_of_turn_msec" in err and "end_of_turn_ms" in err and not out.exists()
+
+
+def test_video_file_is_read_on_the_audio_timeline_and_recorded(tmp_path, speech):
+    import cv2
+    from rosbags.highlevel import AnyReader
+
+    video = tmp_path / "cam.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    for i in range(30):  # 3 s at 10 fps, each frame a different grey
+        writer.write(np.full((48, 64, 3), i * 8, np.uint8))
+    writer.release()
+    audio = tmp_path / "in.wav"
+    sf.write(audio, speech, 48000)
+    rc, out = run(tmp_path, "--input", str(audio), "--video", str(video))
+    assert rc == 0
+    with AnyReader([out / "bag"]) as reader:
+        conn = [c for c in reader.connections if c.topic == "/camera/image_raw/compressed"]
+        assert conn and conn[0].msgtype == "sensor_msgs/msg/CompressedImage"
+        stamps = [t for _, t, _ in reader.messages(connections=conn)]
+    assert len(stamps) == 30  # every frame used once, none twice
+    assert np.allclose(np.diff(stamps), 100_000_000, atol=2_000_000)  # on the video's own 10 fps timeline
+    assert stamps[0] == T0
+
+
+def test_missing_video_is_refused(tmp_path, speech, capsys):
+    audio = tmp_path / "in.wav"
+    sf.write(audio, speech, 48000)
+    rc, out = run(tmp_path, "--input", str(audio), "--video", str(tmp_path / "nope.mp4"))
+    assert rc == 2 and "no such video file" in capsys.readouterr().err and not out.exists()
