@@ -94,13 +94,15 @@ class MicrophoneSource:
                                     blocksize=self.blocksize, dtype="float32", callback=callback)
         except sd.PortAudioError as err:
             raise SourceError(f"microphone: cannot open input stream ({err})") from None
-        start = time.monotonic()
+        captured = 0  # samples delivered: --duration counts audio, not wall-clock time
         with stream:
-            while self.duration_s is None or time.monotonic() - start < self.duration_s:
+            while self.duration_s is None or captured < self.duration_s * self.sample_rate:
                 try:
-                    yield self._queue.get(timeout=1.0)
+                    chunk = self._queue.get(timeout=1.0)
                 except queue.Empty:
                     raise SourceError("microphone: no audio for 1 s (device stopped?)") from None
+                captured += chunk.samples.shape[0]
+                yield chunk
 
 
 class VideoSource:
