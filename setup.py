@@ -52,9 +52,11 @@ setup(
         "pyyaml",
         "sounddevice",
         "opencv-python-headless",
+        "av",  # face-display video (H.264 + AAC) of a session
+        "matplotlib",  # the session plot
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "pocketsphinx"],
+        "test": ["pytest", "hypothesis", "pocketsphinx", "xacro"],
     },
     entry_points={"console_scripts": ["facebot=facebot.cli:main"]},
     data_files=_data_files(),

@@ -53,6 +53,29 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sample = sub.add_parser("sample", help="make the sample conversation WAV (done by the set-up)")
     sample.add_argument("--out", default=None, help="where to write it (default: the user cache)")
+
+    cal = sub.add_parser("calibrate", help="fit a head config's FLAME-to-joint map from paired samples")
+    cal.add_argument("--samples", required=True,
+                     help=".npz (FLAME track arrays + joint_names + joint_positions) or .csv; "
+                          "layout in facebot/robot/calibrate.py")
+    cal.add_argument("--config", default=None, help="head config to start from (default: config/head_reference.yaml)")
+    cal.add_argument("--out", required=True, help="where to write the fitted YAML")
+    cal.add_argument("--fields", default=None,
+                     help="FLAME fields to fit on, comma-separated (expression,jaw_pose,neck_pose,eye_pose,eyelids); "
+                          "default: the fields each joint already uses")
+    cal.add_argument("--weight-bound", type=float, default=5.0, help="|weight| bound (default 5)")
+    cal.add_argument("--ridge", type=float, default=1e-6,
+                     help="ridge penalty on the weights, per sample (default 1e-6: keeps collinear fits well-posed)")
+    cal.add_argument("--min-weight", type=float, default=1e-3, help="drop terms with smaller |weight| (default 1e-3)")
+    cal.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+    conv = sub.add_parser("flame-convert",
+                          help="convert the official FLAME model pickle to a safe .npz (the only command that reads a pickle)")
+    conv.add_argument("input", help="FLAME model pickle (generic_model.pkl / flame2023.pkl)")
+    conv.add_argument("output", help="the .npz to write (what the mesh display loads)")
+    conv.add_argument("--i-trust-this-file", action="store_true",
+                      help="required: unpickling can run code; only numpy/scipy/chumpy arrays are accepted even so")
+    conv.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
     return parser
 
 
@@ -63,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "sample":
             return _sample(args)
+        if args.command == "calibrate":
+            return _calibrate(args)
+        if args.command == "flame-convert":
+            return _flame_convert(args)
     except KeyboardInterrupt:
         print("facebot: interrupted; no output kept", file=sys.stderr)
         return 130
@@ -91,6 +118,32 @@ def _sample(args) -> int:
     path = Path(args.out) if args.out else default_sample_path()
     turns = make_sample_conversation(path)
     print(f"sample conversation: {path} ({len(turns)} user turns, layout in {path.with_suffix('.json').name})")
+    return 0
+
+
+def _flame_convert(args) -> int:
+    from facebot.robot.flame_model import FlameModelError, convert_flame_pickle
+
+    try:
+        info = convert_flame_pickle(args.input, args.output, i_trust_this_file=args.i_trust_this_file,
+                                    overwrite=args.force)
+    except FlameModelError as err:
+        raise _UserError(str(err)) from None
+    print(f"wrote {info['path']}: {info['vertices']} vertices, {info['faces']} triangles, "
+          f"{info['shape_components']} shape + {info['expression_components']} expression components")
+    return 0
+
+
+def _calibrate(args) -> int:
+    from facebot.config import CONFIG_DIR, ConfigError
+    from facebot.robot.calibrate import CalibrationError, run
+
+    config = Path(args.config) if args.config else CONFIG_DIR / "head_reference.yaml"
+    try:
+        print(run(args.samples, config, args.out, args.fields, args.force,
+                  args.weight_bound, args.ridge, args.min_weight))
+    except (CalibrationError, ConfigError) as err:
+        raise _UserError(str(err)) from None
     return 0
 
 
