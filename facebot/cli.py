@@ -6,6 +6,7 @@ stderr and exit status 2; a traceback means a bug in facebot.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -18,15 +19,19 @@ from facebot import __version__
 EXIT_USAGE = 2
 
 
-def _default_config() -> Path:
-    """config/facebot.yaml from the checkout, or from the installed share folder."""
+def _config_file(name: str) -> Path:
+    """config/<name> from the checkout, or from the installed share folder."""
     from facebot.config import CONFIG_DIR
 
-    candidates = [CONFIG_DIR / "facebot.yaml", Path(sys.prefix) / "share" / "facebot" / "config" / "facebot.yaml"]
+    candidates = [CONFIG_DIR / name, Path(sys.prefix) / "share" / "facebot" / "config" / name]
     for c in candidates:
         if c.is_file():
             return c
     return candidates[0]
+
+
+def _default_config() -> Path:
+    return _config_file("facebot.yaml")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -50,6 +55,10 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--t0-ns", type=int, default=None,
                      help="capture time of the first input sample (default: now); fixes stamps for reproducible bags")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--head", default=None,
+                     help="actuator mapping YAML (default: config/head_reference.yaml); 'none' for no head")
+    run.add_argument("--display", default=None, help="face display YAML (default: config/face_display.yaml)")
+    run.add_argument("--no-video", action="store_true", help="skip the face-display video (face.mp4)")
 
     sample = sub.add_parser("sample", help="make the sample conversation WAV (done by the set-up)")
     sample.add_argument("--out", default=None, help="where to write it (default: the user cache)")
@@ -195,13 +204,31 @@ def _run_checked(args) -> int:
 
         speaker = SpeakerSink()
 
+    head = None
+    if (args.head or "").lower() != "none":
+        from facebot.face.flame import FRAME_PERIOD_NS
+        from facebot.pipeline.head import HeadDriver
+        from facebot.robot.actuators import HeadController, load_head_config
+
+        head = HeadDriver(HeadController(load_head_config(Path(args.head) if args.head else _config_file("head_reference.yaml"))))
+        # The voice is held back so that the motors can move first: by the actuator lead, plus
+        # one face frame, because a command aimed between two face frames needs the later one.
+        min_delay_ms = head.lead_ms + FRAME_PERIOD_NS / 1e6
+        loop_cfg = dataclasses.replace(loop_cfg, playout_delay_ms=max(loop_cfg.playout_delay_ms, min_delay_ms))
+    renderer = None
+    if not args.no_video:
+        from facebot.robot.display import FaceRenderer, load_display_config
+
+        renderer = FaceRenderer(load_display_config(Path(args.display) if args.display else _config_file("face_display.yaml"))).render
+
     backend = ScriptedBackend(scripted_cfg)
     loop = DuplexLoop(backend, loop_cfg, seed=args.seed)
     print(f"facebot {__version__}: backend {backend.describe()}; input {label}", file=sys.stderr)
     try:
         report = run_session(loop, out_dir, source, video=video, speaker=speaker,
                              realtime=args.realtime or args.input == "mic",
-                             progress=not args.no_progress and sys.stderr.isatty())
+                             progress=not args.no_progress and sys.stderr.isatty(),
+                             head=head, renderer=renderer)
     finally:
         if speaker is not None:
             speaker.close()
@@ -243,7 +270,10 @@ def _print_outputs(out: Path) -> None:
         "flame.npz": "FLAME track at 25 fps (also exp/pose in DualTalk layout)",
         "transcript.txt": "what the robot said, with times",
         "summary.json": "latency per stage, real-time factor, counters",
-        "bag": "rosbag2 MCAP: /audio/in, /audio/out, /face/flame, /dialogue/state",
+        "face.mp4": "the face display with the robot's voice",
+        "session.png": "audio envelope vs jaw opening and neck motion: check this first",
+        "joints.csv": "actuator commands (send time, show time, position/velocity/acceleration per joint)",
+        "bag": "rosbag2 MCAP: audio, /face/flame, /dialogue/state, /joint_states, controller commands",
     }
     for name, what in described.items():
         if (out / name).exists():

@@ -23,7 +23,7 @@ def fast(n: int):
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 REFERENCE_JOINTS = {  # name: (lower, upper, max velocity, max acceleration), from the head's URDF
-    "neck_yaw": (-1.0, 1.0, 3.0, 20), "neck_pitch": (-0.5, 0.5, 2.0, 15), "neck_roll": (-0.35, 0.35, 1.5, 10),
+    "neck_yaw": (-1.0, 1.0, 3.0, 40), "neck_pitch": (-0.5, 0.5, 2.0, 40), "neck_roll": (-0.35, 0.35, 1.5, 30),
     "jaw": (0.0, 0.40, 8.0, 250), "eye_yaw": (-0.6, 0.6, 12.0, 400), "eye_pitch": (-0.4, 0.4, 10.0, 300),
     "eyelid_left": (0.0, 1.2, 15.0, 500), "eyelid_right": (0.0, 1.2, 15.0, 500),
     "brow_left": (-0.3, 0.3, 4.0, 60), "brow_right": (-0.3, 0.3, 4.0, 60),
@@ -80,7 +80,7 @@ def test_reference_config_drives_the_twelve_joints_with_their_limits():
         lo, hi, v, a = REFERENCE_JOINTS[j.name]
         assert (j.lower, j.upper, j.max_velocity, j.max_acceleration) == (lo, hi, v, a)
         assert lo <= j.neutral <= hi and j.expression, j.name
-    assert CFG.control_rate_hz == 100 and CFG.lead_ms == 60 and CFG.estop_mode in ("hold", "neutral")
+    assert CFG.control_rate_hz == 100 and CFG.lead_ms == 40 and CFG.estop_mode in ("hold", "neutral")
 
 
 def test_reference_mapping_signs_and_scales():
@@ -254,7 +254,7 @@ def test_modes_and_lead():
         for sub in range(4):
             cmd = check(hc.tick(now + sub * 10 * MS))
     assert cmd.mode == "tracking"
-    assert cmd.target_stamp_ns - cmd.stamp_ns == 60 * MS
+    assert cmd.target_stamp_ns - cmd.stamp_ns == int(CFG.lead_ms) * MS
     t = dict(zip(hc.joint_names, cmd.positions))
     assert t["jaw"] == pytest.approx(0.22, abs=1e-4) and t["neck_yaw"] == pytest.approx(-0.2, abs=1e-3)
     assert t["neck_pitch"] == pytest.approx(0.1, abs=1e-3)

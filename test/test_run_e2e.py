@@ -84,13 +84,17 @@ def test_flame_track_covers_the_session_at_25_fps(session):
     assert len(track) == 2 * summary["frames"]
     steps = np.diff(track.stamp_ns)
     assert np.all(steps == FRAME_PERIOD_NS)
-    assert track.stamp_ns[0] == T0 + 80_000_000  # output frame 0 is heard after input frame 0
+    # Output frame 0 is heard one frame plus the playout delay (which covers the actuator
+    # lead) after input frame 0 was captured; robot.wav starts there too.
+    assert track.stamp_ns[0] == T0 + summary["robot_lead_samples"] * 1_000_000_000 // 24000
+    assert track.stamp_ns[0] >= T0 + 80_000_000
     assert np.array_equal(track.sequence, np.arange(len(track)))
     assert np.all(track.source == int(FrameSource.PROCEDURAL))
     for name in ("expression", "jaw_pose", "neck_pose", "eye_pose", "eyelids"):
         assert np.isfinite(getattr(track, name)).all()
     robot, rate = sf.read(out / "robot.wav", dtype="float32")
-    assert len(track) * FRAME_PERIOD_NS / 1e9 >= (len(robot) - 1920) / rate  # the face covers all speech
+    lead = summary["robot_lead_samples"]
+    assert len(track) * FRAME_PERIOD_NS / 1e9 >= (len(robot) - lead) / rate  # the face covers all speech
 
 
 def test_jaw_follows_the_robot_voice(session):
@@ -98,7 +102,7 @@ def test_jaw_follows_the_robot_voice(session):
     track = FlameTrack.load_npz(out / "flame.npz")
     robot, rate = sf.read(out / "robot.wav", dtype="float32")
     hop = rate // 25
-    lead = 1920  # robot.wav starts one model frame before the first face frame
+    lead = json.loads((out / "summary.json").read_text())["robot_lead_samples"]  # first face frame
     env = np.array([np.sqrt(np.mean(robot[lead + i * hop: lead + (i + 1) * hop] ** 2)) if lead + (i + 1) * hop <= len(robot) else 0.0
                     for i in range(len(track))])
     jaw = track.jaw_pose[:, 0]
@@ -146,3 +150,80 @@ def test_barge_in_in_the_recording(session):
     after = robot[int((heard_at + 0.003) * rate):int((heard_at + 0.5) * rate)]
     assert np.abs(before).max() > 0.05  # the robot was talking
     assert np.abs(after).max() < 1e-4  # and stopped
+
+
+def load_commands(out):
+    import csv
+
+    rows = list(csv.DictReader(open(out / "joints.csv")))
+    joints = [c[:-4] for c in rows[0] if c.endswith(".pos")]
+    arr = lambda key: np.array([float(r[key]) for r in rows])  # noqa: E731
+    return rows, joints, arr
+
+
+def test_jaw_command_follows_the_heard_voice_within_one_face_frame(session):
+    """Cross-correlation of the robot's voice envelope (as heard) and the commanded jaw,
+    shifted by the configured lead: the peak must be within +-40 ms."""
+    out, _ = session
+    _, _, col = load_commands(out)
+    lead_s = json.loads((out / "summary.json").read_text())["head"]["lead_ms"] / 1000.0
+    robot, rate = sf.read(out / "robot.wav", dtype="float32")
+    hop = rate // 100
+    n = len(robot) // hop
+    env = np.sqrt((robot[: n * hop].reshape(n, hop) ** 2).mean(axis=1))
+    t = np.arange(n) * 0.01 + 0.005
+    jaw = np.interp(t, col("send_time_s") + lead_s, col("jaw.pos"), left=0.0, right=0.0)
+    e, j = (env - env.mean()) / env.std(), (jaw - jaw.mean()) / jaw.std()
+    lags = np.arange(-20, 21)  # +-200 ms in 10 ms steps
+    corr = [np.mean(e[max(0, -k):n - max(0, k)] * j[max(0, k):n - max(0, -k)]) for k in lags]
+    best = int(lags[int(np.argmax(corr))]) * 10
+    print(f"jaw command vs heard voice: lag {best} ms (negative = jaw leads), r = {max(corr):.2f}")
+    assert abs(best) <= 40 and max(corr) > 0.5
+
+
+def test_joint_commands_respect_the_reference_head_limits(session):
+    from facebot.robot.actuators import load_head_config
+
+    out, _ = session
+    rows, joints, col = load_commands(out)
+    cfg = {j.name: j for j in load_head_config("config/head_reference.yaml").joints}
+    assert set(joints) == set(cfg) and len(rows) > 1000
+    send = col("send_time_s")
+    assert np.allclose(np.diff(send), 0.01, atol=1e-4)  # 100 Hz
+    assert np.allclose(col("show_time_s") - send, 0.04, atol=1e-4)  # the configured lead
+    for name, j in cfg.items():
+        pos, vel = col(f"{name}.pos"), col(f"{name}.vel")
+        assert pos.min() >= j.lower - 1e-6 and pos.max() <= j.upper + 1e-6, name
+        assert np.abs(vel).max() <= j.max_velocity + 1e-6, name
+
+
+def test_bag_has_joint_states_and_controller_commands(session):
+    out, _ = session
+    rows, joints, _ = load_commands(out)
+    with AnyReader([out / "bag"]) as reader:
+        conns = {c.topic: c for c in reader.connections}
+        assert conns["/joint_states"].msgtype == "sensor_msgs/msg/JointState"
+        assert conns["/head_position_controller/commands"].msgtype == "std_msgs/msg/Float64MultiArray"
+        assert conns["/head_trajectory_controller/joint_trajectory"].msgtype == "trajectory_msgs/msg/JointTrajectory"
+        assert conns["/joint_states"].msgcount == len(rows)
+        assert conns["/head_position_controller/commands"].msgcount == len(rows)
+        for conn, _, raw in reader.messages(connections=[conns["/head_trajectory_controller/joint_trajectory"]]):
+            traj = reader.deserialize(raw, conn.msgtype)
+            break
+    assert list(traj.joint_names) == joints and len(traj.points) >= 1
+
+
+def test_face_video_and_plot(session):
+    import av
+
+    out, _ = session
+    robot, rate = sf.read(out / "robot.wav", dtype="float32")
+    with av.open(str(out / "face.mp4")) as container:
+        video = container.streams.video[0]
+        audio = container.streams.audio[0]
+        assert (video.codec_context.width, video.codec_context.height) == (480, 480)
+        assert video.codec_context.name == "h264" and audio.codec_context.name == "aac"
+        assert abs(video.frames / 25.0 - len(robot) / rate) <= 0.05
+        assert audio.codec_context.sample_rate == rate
+    png = (out / "session.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000

@@ -27,7 +27,7 @@ def frames_on_grid(frames: Sequence[FlameFrame], t0_ns: int, count: int, fps: in
 def write_face_video(
     path: str | Path,
     frames: Sequence[FlameFrame | None],
-    render: Callable[[FlameFrame | None], np.ndarray],
+    render: Callable[[FlameFrame], np.ndarray],
     audio: np.ndarray,
     sample_rate: int,
     fps: int = FPS,
@@ -36,7 +36,9 @@ def write_face_video(
     """Renders ``frames`` (one per video frame, None = neutral) and muxes them with ``audio``."""
     import av
 
-    first = render(frames[0] if frames else None)
+    neutral = FlameFrame.neutral()
+    frames = [f if f is not None else neutral for f in frames]
+    first = render(frames[0] if frames else neutral)
     height, width = first.shape[:2]
     with av.open(str(path), mode="w") as container:
         video = container.add_stream("libx264", rate=fps)

@@ -14,10 +14,12 @@ import numpy as np
 
 from facebot import interfaces
 from facebot.audio.files import write_wav
-from facebot.audio.framing import FRAME_SAMPLES, MODEL_RATE
+from facebot.audio.framing import FRAME_NS, MODEL_RATE
 from facebot.bagio import BagRecorder
 from facebot.face.flame import FlameTrack
+from facebot.pipeline import head as head_io
 from facebot.pipeline.duplex import StepResult
+from facebot.pipeline.head import HeadDriver
 
 TOPICS = {
     "/audio/in": "facebot/msg/AudioChunk",
@@ -29,7 +31,10 @@ IMAGE_TOPIC = "/camera/image_raw/compressed"
 
 
 class SessionRecorder:
-    def __init__(self, out_dir: str | Path, backend: str, with_video: bool = False) -> None:
+    def __init__(self, out_dir: str | Path, backend: str, with_video: bool = False,
+                 head: HeadDriver | None = None, renderer=None) -> None:
+        """``head`` adds joint commands (CSV + bag topics); ``renderer`` (FLAME -> RGB) adds
+        the face-display video."""
         self.out_dir = Path(out_dir)
         if self.out_dir.exists():
             raise FileExistsError(f"{self.out_dir}: output folder already exists")
@@ -41,6 +46,12 @@ class SessionRecorder:
         topics = dict(TOPICS)
         if with_video:
             topics[IMAGE_TOPIC] = "sensor_msgs/msg/CompressedImage"
+        if head is not None:
+            topics.update(head_io.TOPICS)
+        self.head = head
+        self.renderer = renderer
+        self._commands = []
+        self._csv = None
         self.bag = BagRecorder(self.partial / "bag", topics)
         self.bag.__enter__()
         self._user: list[np.ndarray] = []
@@ -56,6 +67,8 @@ class SessionRecorder:
             self._t0_ns = r.capture_stamp_ns
             # Output frame 0 is heard this long after input frame 0 was captured.
             self._lead_samples = int(round((r.audio_stamp_ns - r.capture_stamp_ns) * MODEL_RATE / 1e9))
+        if self.head is not None:
+            self._add_commands(self.head.advance(r, now_ns=r.capture_stamp_ns + FRAME_NS))
         self._user.append(r.user_audio)
         self._robot.append(r.robot_audio)
         self._flame.extend(r.flame)
@@ -72,6 +85,17 @@ class SessionRecorder:
             backchannel=r.output.backchannel, user_speech_prob=min(max(r.user.speech_prob, 0.0), 1.0),
             text=r.output.text, step_latency_ms=r.timings_ms.get("step", 0.0), backend=self.backend,
         ))
+
+    def _add_commands(self, commands) -> None:
+        if not commands:
+            return
+        if self._csv is None:
+            self._csv = open(self.partial / "joints.csv", "w")
+            self._csv.write(head_io.csv_header(self.head.controller.joint_names))
+        self._csv.write(head_io.csv_rows(commands, self._t0_ns))
+        for topic, stamp, msg in head_io.command_messages(commands, self.head.controller):
+            self.bag.write(topic, stamp, msg)
+        self._commands.extend(commands)
 
     def add_image(self, rgb: np.ndarray, stamp_ns: int) -> None:
         """Records a camera frame once (JPEG), the first time the loop uses it."""
@@ -102,18 +126,50 @@ class SessionRecorder:
         write_wav(self.partial / "robot.wav", robot_full, MODEL_RATE)
         write_wav(self.partial / "user.wav", user_full, MODEL_RATE)
         write_wav(self.partial / "conversation.wav", np.stack([user_full, robot_full], axis=1), MODEL_RATE)
-        FlameTrack.from_frames(self._flame).save_npz(self.partial / "flame.npz")
+        track = FlameTrack.from_frames(self._flame)
+        track.save_npz(self.partial / "flame.npz")
+        if self._csv is not None:
+            self._csv.close()
+        self._write_plot(robot_full, user_full, track)
+        if self.renderer is not None:
+            from facebot.pipeline.media import frames_on_grid, write_face_video
+
+            count = int(np.ceil(n / MODEL_RATE * 25))
+            write_face_video(self.partial / "face.mp4", frames_on_grid(self._flame, self._t0_ns, count),
+                             self.renderer, robot_full, MODEL_RATE)
         (self.partial / "transcript.txt").write_text(
             "".join(f"{t:8.2f}  {text}\n" for t, text in self._words)
         )
         summary = {**summary, "t0_ns": self._t0_ns, "frames": self.frames, "flame_frames": len(self._flame),
                    "robot_lead_samples": self._lead_samples, "bag_counts": dict(self.bag.counts)}
+        if self.head is not None:
+            summary["head"] = {"lead_ms": self.head.lead_ms, "commands": len(self._commands),
+                               "counters": dict(self.head.controller.counters)}
         (self.partial / "summary.json").write_text(json.dumps(summary, indent=2))
         self.partial.rename(self.out_dir)
         return self.out_dir
 
+    def _write_plot(self, robot, user, track: FlameTrack) -> None:
+        from facebot.pipeline.plots import plot_session
+
+        t = (track.stamp_ns - self._t0_ns) / 1e9
+        kwargs = {}
+        if self._commands:
+            names = list(self.head.controller.joint_names)
+            pos = np.stack([c.positions for c in self._commands])
+            kwargs = dict(
+                command_t_s=np.array([(c.stamp_ns - self._t0_ns) / 1e9 for c in self._commands]),
+                command_jaw=pos[:, names.index("jaw")] if "jaw" in names else None,
+                command_neck={n: pos[:, names.index(n)] for n in names if n.startswith("neck_")},
+                lead_s=self.head.lead_ms / 1000.0,
+            )
+        plot_session(self.partial / "session.png", robot, user, MODEL_RATE, t, track.jaw_pose[:, 0],
+                     track.neck_pose, **kwargs)
+
     def abort(self) -> None:
         """Drops everything written so far: no half-finished folder is left behind."""
+        if self._csv is not None:
+            self._csv.close()
         try:
             self.bag.__exit__(RuntimeError, RuntimeError("aborted"), None)
         except Exception:  # the bag is being thrown away anyway

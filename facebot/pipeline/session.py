@@ -68,9 +68,15 @@ def run_session(
     speaker=None,
     realtime: bool = False,
     progress: bool = True,
+    head=None,
+    renderer=None,
 ) -> SessionReport:
-    """Runs the loop over the whole source and writes the session folder."""
-    recorder = SessionRecorder(out_dir, loop.backend.describe(), with_video=video is not None)
+    """Runs the loop over the whole source and writes the session folder.
+
+    ``head`` (a HeadDriver) adds actuator commands; ``renderer`` adds the face video.
+    """
+    recorder = SessionRecorder(out_dir, loop.backend.describe(), with_video=video is not None,
+                               head=head, renderer=renderer)
     framer = AudioFramer()
     timings: dict[str, list[float]] = {s: [] for s in STAGES}
     total_frames = None

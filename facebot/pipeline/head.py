@@ -1,0 +1,98 @@
+"""Drives the head's actuators from the loop's FLAME frames on the session clock, causally.
+
+A command aims at ``send time + lead``; the controller only knows the frames produced before
+the tick, so each step first ticks up to "now" (the end of the input frame just captured)
+with what it had, then hands over the new frames. For the motors to lead the voice, the voice
+must be held back by at least the lead: the session's playout delay is raised to it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from facebot import interfaces
+from facebot.pipeline.duplex import StepResult
+from facebot.robot.actuators import HeadController, JointCommand
+
+POSITION_CONTROLLER = "head_position_controller"  # config/head_controllers.yaml
+TRAJECTORY_CONTROLLER = "head_trajectory_controller"
+TOPICS = {
+    "/joint_states": "sensor_msgs/msg/JointState",
+    f"/{POSITION_CONTROLLER}/commands": "std_msgs/msg/Float64MultiArray",
+    f"/{TRAJECTORY_CONTROLLER}/joint_trajectory": "trajectory_msgs/msg/JointTrajectory",
+}
+
+
+class HeadDriver:
+    def __init__(self, controller: HeadController) -> None:
+        self.controller = controller
+        self.period_ns = int(round(1e9 / controller.config.control_rate_hz))
+        self._next_tick: int | None = None
+
+    @property
+    def lead_ms(self) -> float:
+        return float(self.controller.config.lead_ms)
+
+    def advance(self, result: StepResult, now_ns: int) -> list[JointCommand]:
+        """Ticks up to ``now_ns``, then takes the step's frames (which arrive at ``now_ns``)."""
+        if self._next_tick is None:
+            self._next_tick = result.capture_stamp_ns
+        commands = []
+        while self._next_tick <= now_ns:
+            commands.append(self.controller.tick(self._next_tick))
+            self._next_tick += self.period_ns
+        for frame in result.flame:
+            self.controller.push(frame, received_ns=now_ns)
+        return commands
+
+
+def command_messages(commands: list[JointCommand], controller: HeadController) -> list[tuple[str, int, object]]:
+    """(topic, stamp_ns, message) for the bag: joint states and both controllers' inputs."""
+    if not commands:
+        return []
+    cls = interfaces.msg_class
+    out = []
+    for cmd in commands:
+        state = controller.joint_state(cmd)
+        out.append(("/joint_states", cmd.stamp_ns, cls("sensor_msgs/msg/JointState")(
+            header=interfaces.make_header(cmd.stamp_ns, ""),
+            name=state["name"],
+            position=np.asarray(state["position"], np.float64),
+            velocity=np.asarray(state["velocity"], np.float64),
+            effort=np.zeros(0, np.float64),
+        )))
+        layout = cls("std_msgs/msg/MultiArrayLayout")(dim=[], data_offset=0)
+        out.append((f"/{POSITION_CONTROLLER}/commands", cmd.stamp_ns, cls("std_msgs/msg/Float64MultiArray")(
+            layout=layout, data=np.asarray(controller.forward_command(cmd), np.float64))))
+    traj = controller.trajectory(commands)
+    point_cls, duration_cls = cls("trajectory_msgs/msg/JointTrajectoryPoint"), cls("builtin_interfaces/msg/Duration")
+    points = [
+        point_cls(
+            positions=np.asarray(p["positions"], np.float64),
+            velocities=np.asarray(p["velocities"], np.float64),
+            accelerations=np.asarray(p["accelerations"], np.float64),
+            effort=np.zeros(0, np.float64),
+            time_from_start=duration_cls(sec=p["time_from_start_ns"] // 1_000_000_000,
+                                         nanosec=p["time_from_start_ns"] % 1_000_000_000),
+        )
+        for p in traj["points"]
+    ]
+    first = commands[0].stamp_ns
+    out.append((f"/{TRAJECTORY_CONTROLLER}/joint_trajectory", first, cls("trajectory_msgs/msg/JointTrajectory")(
+        header=interfaces.make_header(first, ""), joint_names=traj["joint_names"], points=points)))
+    return out
+
+
+def csv_header(joint_names) -> str:
+    cols = ["send_time_s", "show_time_s", "mode"]
+    for j in joint_names:
+        cols += [f"{j}.pos", f"{j}.vel", f"{j}.acc"]
+    return ",".join(cols) + "\n"
+
+
+def csv_rows(commands: list[JointCommand], t0_ns: int) -> str:
+    lines = []
+    for c in commands:
+        values = np.stack([c.positions, c.velocities, c.accelerations], axis=1).reshape(-1)
+        lines.append(f"{(c.stamp_ns - t0_ns) / 1e9:.4f},{(c.target_stamp_ns - t0_ns) / 1e9:.4f},{c.mode},"
+                     + ",".join(f"{v:.6f}" for v in values))
+    return "".join(line + "\n" for line in lines)
