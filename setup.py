@@ -52,6 +52,9 @@ setup(
         "pyyaml",
         "sounddevice",
         "opencv-python-headless",
+        "torch",  # the speech model; the set-up installs the CPU build torch==2.13.0 first
+        "safetensors",  # model weights (never pickles)
+        "sentencepiece",  # the inner-monologue text tokenizer
         "av",  # face-display video (H.264 + AAC) of a session
         "matplotlib",  # the session plot
     ],

@@ -39,26 +39,36 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"facebot {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the duplex loop on a WAV file or the microphone")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--out", "-o", default=None, help="output folder (default: facebot_out/<time>)")
+    common.add_argument("--force", action="store_true", help="replace --out if it exists")
+    common.add_argument("--backend", default="scripted", choices=["scripted"], help="speech backend")
+    common.add_argument("--config", default=None, help="YAML config (default: config/facebot.yaml)")
+    common.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
+    common.add_argument("--head", default=None,
+                        help="actuator mapping YAML (default: config/head_reference.yaml); 'none' for no head")
+    common.add_argument("--display", default=None, help="face display YAML (default: config/face_display.yaml)")
+    common.add_argument("--no-video", action="store_true", help="skip the face-display video (face.mp4)")
+    common.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    run = sub.add_parser("run", parents=[common], help="run the duplex loop on a WAV file or the microphone")
     run.add_argument("--input", "-i", default=None,
                      help="audio file of the user's side, or 'mic' (default: the sample conversation)")
     run.add_argument("--video", default=None, help="video file, or 'webcam' / 'webcam:N' (optional)")
-    run.add_argument("--out", "-o", default=None, help="output folder (default: facebot_out/<time>)")
-    run.add_argument("--force", action="store_true", help="replace --out if it exists")
-    run.add_argument("--backend", default="scripted", choices=["scripted"], help="speech backend")
-    run.add_argument("--config", default=None, help="YAML config (default: config/facebot.yaml)")
-    run.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
     run.add_argument("--realtime", action="store_true", help="pace file input at real time")
     run.add_argument("--play", action="store_true", help="play the robot's voice on the speaker")
-    run.add_argument("--duration", type=float, default=None, help="stop the microphone after S seconds")
+    run.add_argument("--duration", type=float, default=None, help="stop the microphone after S seconds of audio")
     run.add_argument("--device", default=None, help="PortAudio input device (name or index)")
     run.add_argument("--t0-ns", type=int, default=None,
                      help="capture time of the first input sample (default: now); fixes stamps for reproducible bags")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--head", default=None,
-                     help="actuator mapping YAML (default: config/head_reference.yaml); 'none' for no head")
-    run.add_argument("--display", default=None, help="face display YAML (default: config/face_display.yaml)")
-    run.add_argument("--no-video", action="store_true", help="skip the face-display video (face.mp4)")
+
+    bag = sub.add_parser("bag", parents=[common],
+                         help="run the whole pipeline offline over a rosbag2 recorded on a robot")
+    bag.add_argument("input_bag", help="rosbag2 folder or file (MCAP or sqlite3)")
+    bag.add_argument("--audio-topic", default="/audio/in", help="the user's audio topic (default /audio/in)")
+    bag.add_argument("--camera-topic", default=None, help="camera topic (sensor_msgs Image or CompressedImage)")
+    bag.add_argument("--audio-format", default=None,
+                     help="RATE:CHANNELS:ENCODING of raw audio_common_msgs audio without an AudioInfo topic")
 
     sample = sub.add_parser("sample", help="make the sample conversation WAV (done by the set-up)")
     sample.add_argument("--out", default=None, help="where to write it (default: the user cache)")
@@ -91,7 +101,7 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
-        if args.command == "run":
+        if args.command in ("run", "bag"):
             return _run(args)
         if args.command == "sample":
             return _sample(args)
@@ -169,40 +179,49 @@ def _run(args) -> int:
 
 
 def _run_checked(args) -> int:
-    from facebot.config import load_yaml, section
-    from facebot.pipeline.duplex import DuplexLoop, LoopConfig
-    from facebot.pipeline.sample import ensure_sample
-    from facebot.pipeline.scripted import ScriptedBackend, ScriptedConfig
     from facebot.pipeline.session import run_session
-    from facebot.pipeline.sources import FileAudioSource, MicrophoneSource, VideoSource
+
+    loop, head, renderer = _build_pipeline(args)
+    t0_ns = getattr(args, "t0_ns", None)
+    t0_ns = t0_ns if t0_ns is not None else time.time_ns()
+    source, video, label = _bag_inputs(args) if args.command == "bag" else _run_inputs(args, t0_ns)
+    out_dir = _out_dir(args)
+    speaker = None
+    if getattr(args, "play", False):
+        from facebot.pipeline.playback import SpeakerSink
+
+        speaker = SpeakerSink()
+    live = getattr(args, "input", None) == "mic"
+    print(f"facebot {__version__}: backend {loop.backend.describe()}; input {label}", file=sys.stderr)
+    try:
+        report = run_session(loop, out_dir, source, video=video, speaker=speaker,
+                             realtime=getattr(args, "realtime", False) or live,
+                             progress=not args.no_progress and sys.stderr.isatty(),
+                             head=head, renderer=renderer, deterministic=args.command == "bag")
+    finally:
+        if speaker is not None:
+            speaker.close()
+    print(report.format_table())
+    for key, value in report.counters.items():
+        if value:
+            print(f"  {key}: {value}")
+    _print_outputs(out_dir)
+    return 0
+
+
+def _build_pipeline(args):
+    """The loop (backend, VAD, face), the head driver and the display renderer from the options."""
+    from facebot.config import ConfigError, load_yaml, section
+    from facebot.pipeline.duplex import DuplexLoop, LoopConfig
+    from facebot.pipeline.scripted import ScriptedBackend, ScriptedConfig
 
     config_path = Path(args.config) if args.config else _default_config()
     config = load_yaml(config_path)
     unknown = sorted(set(config) - {"loop", "scripted"})
     if unknown:
-        from facebot.config import ConfigError
-
         raise ConfigError(f"{config_path.name}: unknown section(s) {', '.join(unknown)} (known: loop, scripted)")
     loop_cfg = section(config, "loop", LoopConfig, config_path)
     scripted_cfg = section(config, "scripted", ScriptedConfig, config_path)
-
-    t0_ns = args.t0_ns if args.t0_ns is not None else time.time_ns()
-    if args.input == "mic":
-        source = MicrophoneSource(device=_device(args.device), duration_s=args.duration)
-        label = "microphone"
-    else:
-        path = Path(args.input) if args.input else ensure_sample()
-        source = FileAudioSource(path, t0_ns=t0_ns)
-        label = str(path)
-        if source.info.truncated_note:
-            print(f"facebot: warning: {source.info.truncated_note}", file=sys.stderr)
-    video = VideoSource(args.video, t0_ns) if args.video else None
-    out_dir = _out_dir(args)
-    speaker = None
-    if args.play:
-        from facebot.pipeline.playback import SpeakerSink
-
-        speaker = SpeakerSink()
 
     head = None
     if (args.head or "").lower() != "none":
@@ -219,25 +238,35 @@ def _run_checked(args) -> int:
     if not args.no_video:
         from facebot.robot.display import FaceRenderer, load_display_config
 
-        renderer = FaceRenderer(load_display_config(Path(args.display) if args.display else _config_file("face_display.yaml"))).render
+        display = Path(args.display) if args.display else _config_file("face_display.yaml")
+        renderer = FaceRenderer(load_display_config(display)).render
+    loop = DuplexLoop(ScriptedBackend(scripted_cfg), loop_cfg, seed=args.seed)
+    return loop, head, renderer
 
-    backend = ScriptedBackend(scripted_cfg)
-    loop = DuplexLoop(backend, loop_cfg, seed=args.seed)
-    print(f"facebot {__version__}: backend {backend.describe()}; input {label}", file=sys.stderr)
-    try:
-        report = run_session(loop, out_dir, source, video=video, speaker=speaker,
-                             realtime=args.realtime or args.input == "mic",
-                             progress=not args.no_progress and sys.stderr.isatty(),
-                             head=head, renderer=renderer)
-    finally:
-        if speaker is not None:
-            speaker.close()
-    print(report.format_table())
-    for key, value in report.counters.items():
-        if value:
-            print(f"  {key}: {value}")
-    _print_outputs(out_dir)
-    return 0
+
+def _run_inputs(args, t0_ns: int):
+    from facebot.pipeline.sample import ensure_sample
+    from facebot.pipeline.sources import FileAudioSource, MicrophoneSource, VideoSource
+
+    if args.input == "mic":
+        source = MicrophoneSource(device=_device(args.device), duration_s=args.duration)
+        label = "microphone"
+    else:
+        path = Path(args.input) if args.input else ensure_sample()
+        source = FileAudioSource(path, t0_ns=t0_ns)
+        label = str(path)
+        if source.info.truncated_note:
+            print(f"facebot: warning: {source.info.truncated_note}", file=sys.stderr)
+    video = VideoSource(args.video, t0_ns) if args.video else None
+    return source, video, label
+
+
+def _bag_inputs(args):
+    from facebot.pipeline.bag_source import BagAudioStream, BagInput, RawAudioFormat
+
+    fmt = RawAudioFormat.parse(args.audio_format) if args.audio_format else None
+    bag = BagInput(args.input_bag, args.audio_topic, args.camera_topic, fmt)
+    return BagAudioStream(bag), bag.camera(), f"{args.input_bag} ({args.audio_topic})"
 
 
 def _device(spec: str | None):

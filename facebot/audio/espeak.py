@@ -101,6 +101,8 @@ class _Collector:
 
 
 _lock = threading.Lock()
+_CLIP_CACHE_SIZE = 256
+_clip_cache: dict[tuple, "SpeechClip"] = {}
 _lib = None
 _native_rate = 0
 _callback_ref = None  # keeps the ctypes thunk alive for the life of the process
@@ -213,11 +215,30 @@ class EspeakVoice:
                 f"pitch={self.pitch}, volume={self.volume})")
 
     def synthesize(self, text: str, sample_rate: int = 24000) -> SpeechClip:
-        """Speak ``text``; return the audio at ``sample_rate`` with phoneme and word timing."""
-        global _current
+        """Speak ``text``; return the audio at ``sample_rate`` with phoneme and word timing.
+
+        libespeak-ng keeps synthesis state between calls, so the same text can come out
+        slightly different depending on what was spoken before. Clips are therefore kept per
+        (voice, parameters, text, rate) for the life of the process: the same request always
+        returns the same samples, which makes seeded sessions reproducible.
+        """
         if not isinstance(text, str):
             raise TypeError("text must be a str")
         sample_rate = _check_range("sample_rate", sample_rate, (1000, 384000))
+        key = (self.voice, self.rate_wpm, self.pitch, self.volume, text, sample_rate)
+        with _lock:
+            clip = _clip_cache.get(key)
+        if clip is None:
+            clip = self._synthesize(text, sample_rate)
+            with _lock:
+                _clip_cache[key] = clip
+                while len(_clip_cache) > _CLIP_CACHE_SIZE:
+                    del _clip_cache[next(iter(_clip_cache))]
+        return SpeechClip(audio=clip.audio.copy(), sample_rate=clip.sample_rate, phonemes=list(clip.phonemes),
+                          words=list(clip.words), text=clip.text)
+
+    def _synthesize(self, text: str, sample_rate: int) -> SpeechClip:
+        global _current
         text_bytes = text.replace("\0", " ").encode("utf-8")
         collector = _Collector()
         with _lock:

@@ -32,7 +32,7 @@ IMAGE_TOPIC = "/camera/image_raw/compressed"
 
 class SessionRecorder:
     def __init__(self, out_dir: str | Path, backend: str, with_video: bool = False,
-                 head: HeadDriver | None = None, renderer=None) -> None:
+                 head: HeadDriver | None = None, renderer=None, deterministic: bool = False) -> None:
         """``head`` adds joint commands (CSV + bag topics); ``renderer`` (FLAME -> RGB) adds
         the face-display video."""
         self.out_dir = Path(out_dir)
@@ -50,6 +50,7 @@ class SessionRecorder:
             topics.update(head_io.TOPICS)
         self.head = head
         self.renderer = renderer
+        self.deterministic = deterministic
         self._commands = []
         self._csv = None
         self.bag = BagRecorder(self.partial / "bag", topics)
@@ -83,7 +84,8 @@ class SessionRecorder:
             int(r.state), r.audio_stamp_ns,
             user_speaking=r.user.speaking, robot_speaking=r.output.speaking, barge_in=r.output.barge_in,
             backchannel=r.output.backchannel, user_speech_prob=min(max(r.user.speech_prob, 0.0), 1.0),
-            text=r.output.text, step_latency_ms=r.timings_ms.get("step", 0.0), backend=self.backend,
+            text=r.output.text, step_latency_ms=0.0 if self.deterministic else r.timings_ms.get("step", 0.0),
+            backend=self.backend,
         ))
 
     def _add_commands(self, commands) -> None:

@@ -70,17 +70,20 @@ def run_session(
     progress: bool = True,
     head=None,
     renderer=None,
+    deterministic: bool = False,
 ) -> SessionReport:
     """Runs the loop over the whole source and writes the session folder.
 
     ``head`` (a HeadDriver) adds actuator commands; ``renderer`` adds the face video.
+    ``deterministic`` keeps wall-clock measurements out of the bag, so that the same input
+    and seed give an identical bag (they stay in summary.json).
     """
     recorder = SessionRecorder(out_dir, loop.backend.describe(), with_video=video is not None,
-                               head=head, renderer=renderer)
+                               head=head, renderer=renderer, deterministic=deterministic)
     framer = AudioFramer()
     timings: dict[str, list[float]] = {s: [] for s in STAGES}
     total_frames = None
-    if isinstance(source, FileAudioSource):
+    if getattr(source, "duration_s", None):
         total_frames = math.ceil(source.duration_s * 1e9 / FRAME_NS)
     bar = _progress(total_frames, progress)
     pacer = Pacer() if realtime and isinstance(source, FileAudioSource) else None
@@ -103,7 +106,7 @@ def run_session(
             audio_s=recorder.frames * FRAME_NS / 1e9,
             compute_s=compute_s,
             timings_ms=timings,
-            counters=_counters(loop, framer),
+            counters=_counters(loop, framer, source),
         )
         info = getattr(source, "info", None)
         if info is not None and info.truncated_note:
@@ -156,12 +159,14 @@ def _drain(loop, last: StepResult, video, speaker, recorder, timings, bar) -> No
         last = _step(loop, silence, video, speaker, recorder, timings, bar)
 
 
-def _counters(loop: DuplexLoop, framer: AudioFramer) -> dict[str, int]:
-    counters = {
+def _counters(loop: DuplexLoop, framer: AudioFramer, source) -> dict[str, int]:
+    dropped = getattr(source, "dropped", 0)  # a per-reason Counter (bags) or a count (microphone)
+    counters = {f"input_dropped_{k}": v for k, v in dropped.items()} if hasattr(dropped, "items") else {"input_dropped": int(dropped)}
+    counters.update({
         "input_gaps_filled": framer.stats.gaps_filled,
         "input_restarts": framer.stats.restarts,
         "input_non_finite_samples": framer.stats.non_finite_samples,
-    }
+    })
     for name in ("replies_started", "replies_interrupted", "backchannels_played"):
         if hasattr(loop.backend, name):
             counters[name] = int(getattr(loop.backend, name))

@@ -1,0 +1,238 @@
+"""Audio and camera input from a rosbag2 recorded on a robot (MCAP or sqlite3), for `facebot bag`.
+
+Messages are read in bag order and stamped with their header stamp (capture time), falling
+back to the time the recorder received them. Audio may be facebot's own AudioChunk, or the
+ros-drivers ``audio_common_msgs`` AudioData / AudioDataStamped (raw bytes whose format comes
+from an AudioInfo topic in the same bag, or from ``--audio-format``). A malformed message is
+dropped and counted; the stream goes on.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from facebot import interfaces
+from facebot.audio import pcm
+from facebot.pipeline.sources import AudioChunkIn, SourceError
+
+LOG = logging.getLogger("facebot.bag")
+_AUDIO_TYPES = (
+    "facebot/msg/AudioChunk",
+    "audio_common_msgs/msg/AudioData",
+    "audio_common_msgs/msg/AudioDataStamped",
+)
+_IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+
+
+@dataclass(frozen=True)
+class RawAudioFormat:
+    """The format of header-less raw audio: ``RATE:CHANNELS:ENCODING``, e.g. ``16000:1:S16LE``."""
+
+    sample_rate: int
+    channels: int
+    encoding: str
+
+    @classmethod
+    def parse(cls, spec: str) -> "RawAudioFormat":
+        m = re.fullmatch(r"(\d+):(\d+):([A-Za-z0-9]+)", spec.strip())
+        if not m:
+            raise SourceError(f"--audio-format {spec!r}: expected RATE:CHANNELS:ENCODING, e.g. 16000:1:S16LE")
+        fmt = cls(int(m.group(1)), int(m.group(2)), m.group(3).upper())
+        if fmt.sample_rate <= 0 or fmt.channels <= 0:
+            raise SourceError(f"--audio-format {spec!r}: rate and channels must be positive")
+        try:
+            pcm.sample_width(fmt.encoding)
+        except ValueError as err:
+            raise SourceError(f"--audio-format {spec!r}: {err}") from None
+        return fmt
+
+
+def _stamp(msg, received_ns: int) -> int:
+    header = getattr(msg, "header", None)
+    if header is not None:
+        ns = interfaces.stamp_to_ns(header.stamp)
+        if ns > 0:
+            return ns
+    return received_ns
+
+
+class BagInput:
+    """Opens a bag once; gives the audio chunks and camera frames of the named topics."""
+
+    def __init__(self, path: str | Path, audio_topic: str, camera_topic: str | None = None,
+                 audio_format: RawAudioFormat | None = None) -> None:
+        from rosbags.highlevel import AnyReader
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise SourceError(f"{self.path}: no such bag")
+        self._reader_cls = AnyReader
+        try:
+            with AnyReader([self.path]) as reader:
+                topics = {c.topic: c.msgtype for c in reader.connections}
+                self.start_ns, self.end_ns = reader.start_time, reader.end_time
+        except Exception as err:  # rosbags raises several types for unreadable bags
+            raise SourceError(f"{self.path}: not a readable rosbag2 ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+        if audio_topic not in topics:
+            raise SourceError(f"{self.path}: no topic {audio_topic} (topics: {', '.join(sorted(topics)) or 'none'})")
+        if topics[audio_topic] not in _AUDIO_TYPES:
+            raise SourceError(f"{audio_topic} has type {topics[audio_topic]}; facebot reads {', '.join(_AUDIO_TYPES)}")
+        if camera_topic is not None:
+            if camera_topic not in topics:
+                raise SourceError(f"{self.path}: no topic {camera_topic}")
+            if topics[camera_topic] not in _IMAGE_TYPES:
+                raise SourceError(f"{camera_topic} has type {topics[camera_topic]}; facebot reads {', '.join(_IMAGE_TYPES)}")
+        self.audio_topic, self.camera_topic = audio_topic, camera_topic
+        self.audio_type = topics[audio_topic]
+        self.info_topics = [t for t, ty in topics.items() if ty == "audio_common_msgs/msg/AudioInfo"]
+        self.audio_format = audio_format
+        if self.audio_type != "facebot/msg/AudioChunk" and audio_format is None and not self.info_topics:
+            raise SourceError(f"{audio_topic} carries raw bytes and the bag has no AudioInfo topic: "
+                              "give --audio-format RATE:CHANNELS:ENCODING")
+        self.dropped = Counter()
+        self.t0_ns = self.start_ns
+
+    @property
+    def duration_s(self) -> float:
+        return max(0.0, (self.end_ns - self.start_ns) / 1e9)
+
+    def audio(self) -> Iterator[AudioChunkIn]:
+        topics = [self.audio_topic] + self.info_topics
+        fmt = self.audio_format
+        with self._reader_cls([self.path]) as reader:
+            conns = [c for c in reader.connections if c.topic in topics]
+            for conn, received_ns, raw in reader.messages(connections=conns):
+                try:
+                    msg = reader.deserialize(raw, conn.msgtype)
+                except Exception as err:  # a corrupt record: count it and go on
+                    self._drop("undecodable", err)
+                    continue
+                if conn.topic != self.audio_topic:
+                    if self.audio_format is None:  # the bag's AudioInfo, unless overridden
+                        fmt = self._format_from_info(msg) or fmt
+                    continue
+                try:
+                    samples, rate = self._decode(msg, fmt)
+                except ValueError as err:
+                    self._drop("malformed", err)
+                    continue
+                if samples.shape[0] == 0:
+                    self._drop("empty", None)
+                    continue
+                stamp = _stamp(msg, received_ns)
+                if getattr(msg, "header", None) is None:  # received when complete
+                    stamp -= samples.shape[0] * 1_000_000_000 // rate
+                yield AudioChunkIn(samples, rate, stamp)
+
+    def _decode(self, msg, fmt: RawAudioFormat | None) -> tuple[np.ndarray, int]:
+        if self.audio_type == "facebot/msg/AudioChunk":
+            samples, rate = interfaces.audio_from_msg(msg)
+            if not np.isfinite(samples).all():
+                raise ValueError("non-finite samples")
+            return samples, rate
+        if fmt is None:
+            raise ValueError("raw audio before any AudioInfo message")
+        data = msg.audio.data if self.audio_type.endswith("Stamped") else msg.data
+        return pcm.decode(bytes(np.asarray(data, np.uint8)), fmt.encoding, fmt.channels), fmt.sample_rate
+
+    def _format_from_info(self, info) -> RawAudioFormat | None:
+        try:
+            fmt = RawAudioFormat(int(info.sample_rate), int(info.channels), str(info.sample_format).upper())
+            pcm.sample_width(fmt.encoding)
+            if fmt.sample_rate <= 0 or fmt.channels <= 0 or str(info.coding_format).lower() not in ("wave", "raw", ""):
+                raise ValueError(f"unsupported AudioInfo {info}")
+            return fmt
+        except (ValueError, AttributeError) as err:
+            self._drop("bad_audio_info", err)
+            return None
+
+    def _drop(self, reason: str, err) -> None:
+        self.dropped[reason] += 1
+        if self.dropped[reason] <= 3 or self.dropped[reason] % 100 == 0:  # rate-limited log
+            LOG.warning("dropped %s message #%d on %s: %s", reason, self.dropped[reason], self.audio_topic, err)
+
+    def camera(self) -> "BagCamera | None":
+        return BagCamera(self) if self.camera_topic else None
+
+
+class BagAudioStream:
+    """A bag's audio as a session source (iterable of chunks, with ``t0_ns`` and duration)."""
+
+    def __init__(self, bag: BagInput) -> None:
+        self.bag = bag
+        self.t0_ns = bag.t0_ns
+        self.duration_s = bag.duration_s
+        self.info = None
+
+    @property
+    def dropped(self) -> Counter:
+        return self.bag.dropped
+
+    def __iter__(self) -> Iterator[AudioChunkIn]:
+        return self.bag.audio()
+
+
+class BagCamera:
+    """Camera frames of a bag, served by time like ``sources.VideoSource.frame_at``."""
+
+    def __init__(self, bag: BagInput) -> None:
+        self._bag = bag
+        self._reader = bag._reader_cls([bag.path])
+        self._reader.open()
+        conns = [c for c in self._reader.connections if c.topic == bag.camera_topic]
+        self._messages = self._reader.messages(connections=conns)
+        self._current: tuple[np.ndarray, int] | None = None
+        self._next: tuple[np.ndarray, int] | None = None
+        self._ended = False
+        self.dropped = 0
+
+    def _read(self):
+        import cv2
+
+        for conn, received_ns, raw in self._messages:
+            try:
+                msg = self._reader.deserialize(raw, conn.msgtype)
+                rgb = _image_to_rgb(msg, cv2)
+            except Exception:  # malformed image: counted, skipped
+                self.dropped += 1
+                continue
+            return rgb, _stamp(msg, received_ns)
+        self._ended = True
+        return None
+
+    def frame_at(self, stamp_ns: int):
+        while not self._ended:
+            if self._next is None:
+                self._next = self._read()
+                if self._next is None:
+                    break
+            if self._next[1] > stamp_ns:
+                break
+            self._current, self._next = self._next, None
+        return self._current
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def _image_to_rgb(msg, cv2) -> np.ndarray:
+    data = np.asarray(msg.data, np.uint8)
+    if hasattr(msg, "encoding"):  # sensor_msgs/Image
+        h, w, enc = int(msg.height), int(msg.width), msg.encoding.lower()
+        channels = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}.get(enc)
+        if channels is None or data.size < h * int(msg.step) or int(msg.step) < w * channels:
+            raise ValueError(f"unsupported or inconsistent image ({enc}, {w}x{h}, step {msg.step})")
+        img = data[: h * int(msg.step)].reshape(h, int(msg.step))[:, : w * channels].reshape(h, w, channels)
+        conv = {"bgr8": cv2.COLOR_BGR2RGB, "mono8": cv2.COLOR_GRAY2RGB, "rgba8": cv2.COLOR_RGBA2RGB,
+                "bgra8": cv2.COLOR_BGRA2RGB}.get(enc)
+        return cv2.cvtColor(img, conv) if conv is not None else img.copy()
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError("undecodable compressed image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

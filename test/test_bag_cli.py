@@ -1,0 +1,112 @@
+"""`facebot bag`: the whole pipeline offline over a recorded rosbag2, deterministically."""
+import json
+
+import numpy as np
+import pytest
+from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import get_types_from_msg
+
+from facebot import cli, interfaces
+from facebot.audio import pcm
+from facebot.audio.espeak import EspeakVoice
+from facebot.bagio import BagRecorder
+
+T0 = 1_700_000_000_000_000_000
+RATE = 16000
+CHUNK = 320  # 20 ms
+
+
+@pytest.fixture(scope="module")
+def speech():
+    clip = EspeakVoice(voice="en-us+m3").synthesize("Hello robot, how are you today?", sample_rate=RATE).audio
+    return np.concatenate([np.zeros(RATE // 2, np.float32), clip, np.zeros(RATE * 3, np.float32)])
+
+
+@pytest.fixture(scope="module")
+def robot_bag(tmp_path_factory, speech):
+    """A bag as a robot records it: AudioChunk at 16 kHz, one corrupt chunk, a camera."""
+    import cv2
+
+    path = tmp_path_factory.mktemp("in") / "robot_bag"
+    topics = {"/mic": "facebot/msg/AudioChunk", "/camera/image_raw/compressed": "sensor_msgs/msg/CompressedImage"}
+    image_cls = interfaces.msg_class("sensor_msgs/msg/CompressedImage")
+    with BagRecorder(path, topics) as bag:
+        for i, start in enumerate(range(0, len(speech), CHUNK)):
+            stamp = T0 + start * 1_000_000_000 // RATE
+            msg = interfaces.audio_to_msg(speech[start:start + CHUNK], RATE, stamp)
+            if i == 40:
+                msg.data = msg.data[:-1]  # odd byte count: malformed
+            bag.write("/mic", stamp + 20_000_000, msg)
+            if i % 5 == 0:  # 10 fps camera
+                ok, jpg = cv2.imencode(".jpg", np.full((48, 64, 3), i % 255, np.uint8))
+                img = image_cls(header=interfaces.make_header(stamp, "camera"), format="jpeg",
+                                data=np.frombuffer(jpg.tobytes(), np.uint8))
+                bag.write("/camera/image_raw/compressed", stamp, img)
+    return path
+
+
+def run_bag(tmp_path, name, *args):
+    out = tmp_path / name
+    rc = cli.main(["bag", *args, "--out", str(out), "--no-progress", "--no-video"])
+    return rc, out
+
+
+def messages(bag, topic):
+    with AnyReader([bag]) as reader:
+        conns = [c for c in reader.connections if c.topic == topic]
+        return [(t, reader.deserialize(raw, c.msgtype)) for c, t, raw in reader.messages(connections=conns)]
+
+
+def test_bag_run_is_deterministic_and_aligned(tmp_path, robot_bag, speech):
+    args = [str(robot_bag), "--audio-topic", "/mic", "--camera-topic", "/camera/image_raw/compressed"]
+    rc1, out1 = run_bag(tmp_path, "a", *args)
+    rc2, out2 = run_bag(tmp_path, "b", *args)
+    assert rc1 == rc2 == 0
+    mcap1, mcap2 = sorted((out1 / "bag").glob("*.mcap")), sorted((out2 / "bag").glob("*.mcap"))
+    assert mcap1 and mcap1[0].read_bytes() == mcap2[0].read_bytes()  # identical output bags
+    summary = json.loads((out1 / "summary.json").read_text())
+    assert summary["counters"]["input_dropped_malformed"] == 1  # counted, the stream went on
+    assert summary["counters"]["replies_started"] == 1
+    audio_in = messages(out1 / "bag", "/audio/in")
+    audio_out = messages(out1 / "bag", "/audio/out")
+    flame = messages(out1 / "bag", "/face/flame")
+    # Outputs line up with the input: the first frame starts at the first captured sample, the
+    # robot's frame k is heard 80 ms + playout delay after input frame k.
+    assert audio_in[0][0] == T0
+    delay = summary["robot_lead_samples"] * 1_000_000_000 // 24000
+    assert [t for t, _ in audio_out[:5]] == [t + delay for t, _ in audio_in[:5]]
+    assert flame[0][0] == audio_out[0][0]
+    assert len(messages(out1 / "bag", "/camera/image_raw/compressed")) == len(range(0, len(speech), CHUNK * 5))
+
+
+def test_raw_audio_common_bag_with_format_flag(tmp_path, speech):
+    store = interfaces.typestore()
+    store.register(get_types_from_msg("uint8[] data", "audio_common_msgs/msg/AudioData"))
+    path = tmp_path / "raw_bag"
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conn = writer.add_connection("/audio", "audio_common_msgs/msg/AudioData", typestore=store)
+        cls = store.types["audio_common_msgs/msg/AudioData"]
+        for start in range(0, len(speech), CHUNK):
+            data = np.frombuffer(pcm.encode(speech[start:start + CHUNK], "S16LE"), np.uint8)
+            stamp = T0 + (start + CHUNK) * 1_000_000_000 // RATE  # received when complete
+            writer.write(conn, stamp, store.serialize_cdr(cls(data=data), cls.__msgtype__))
+    rc, out = run_bag(tmp_path, "o", str(path), "--audio-topic", "/audio")
+    assert rc == 2  # raw bytes need a format
+    rc, out = run_bag(tmp_path, "o", str(path), "--audio-topic", "/audio", "--audio-format", f"{RATE}:1:S16LE")
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counters"]["replies_started"] == 1
+    assert messages(out / "bag", "/audio/in")[0][0] == T0  # stamped back to capture time
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["{bag}", "--audio-topic", "/nope"], "no topic /nope"),
+    (["{bag}", "--audio-topic", "/camera/image_raw/compressed"], "has type"),
+    (["{missing}"], "no such bag"),
+])
+def test_bad_bag_arguments_are_refused_in_one_line(tmp_path, robot_bag, capsys, args, needle):
+    args = [a.format(bag=robot_bag, missing=tmp_path / "missing") for a in args]
+    rc, out = run_bag(tmp_path, "x", *args)
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and needle in err and not out.exists()
