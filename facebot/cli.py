@@ -213,7 +213,8 @@ def _build_pipeline(args):
     """The loop (backend, VAD, face), the head driver and the display renderer from the options."""
     from facebot.config import ConfigError, load_yaml, section
     from facebot.pipeline.duplex import DuplexLoop, LoopConfig
-    from facebot.pipeline.scripted import ScriptedBackend, ScriptedConfig
+    from facebot.pipeline.backends import BackendOptions, make_backend
+    from facebot.pipeline.scripted import ScriptedConfig
 
     config_path = Path(args.config) if args.config else _default_config()
     config = load_yaml(config_path)
@@ -240,7 +241,7 @@ def _build_pipeline(args):
 
         display = Path(args.display) if args.display else _config_file("face_display.yaml")
         renderer = FaceRenderer(load_display_config(display)).render
-    loop = DuplexLoop(ScriptedBackend(scripted_cfg), loop_cfg, seed=args.seed)
+    loop = DuplexLoop(make_backend(BackendOptions(name=args.backend, scripted=scripted_cfg)), loop_cfg, seed=args.seed)
     return loop, head, renderer
 
 
