@@ -59,7 +59,7 @@ setup(
         "matplotlib",  # the session plot
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "pocketsphinx", "xacro"],
+        "test": ["pytest", "hypothesis", "pocketsphinx", "xacro", "flake8"],
     },
     entry_points={"console_scripts": ["facebot=facebot.cli:main"]},
     data_files=_data_files(),

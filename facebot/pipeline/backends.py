@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from facebot.pipeline.backend import SpeechBackend
 from facebot.pipeline.scripted import ScriptedBackend, ScriptedConfig
@@ -15,6 +16,9 @@ class BackendOptions:
 
     name: str = "scripted"
     scripted: ScriptedConfig = field(default_factory=ScriptedConfig)
+    # Backend-specific settings passed through untouched (the ROS node fills weights_path,
+    # engine_path, model_config, temperature, top_k); a backend reads the keys it knows.
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def make_backend(options: BackendOptions) -> SpeechBackend:

@@ -1,0 +1,20 @@
+# Copyright 2025 facebot maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""facebot's ROS 2 nodes: thin rclpy wrappers around the ROS-free components.
+
+Each module ``facebot.nodes.<name>`` defines ``main(args=None)``; CMakeLists.txt generates
+an executable ``lib/facebot/<name>`` for every entry of ``FACEBOT_NODES``. Importing this
+package does not import rclpy; importing a node module does.
+"""

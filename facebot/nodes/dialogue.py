@@ -1,0 +1,430 @@
+# Copyright 2025 facebot maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The full-duplex dialogue as a lifecycle node: user audio in, robot voice and face out.
+
+Wraps :class:`facebot.pipeline.duplex.DuplexLoop` with the backend that
+:func:`facebot.pipeline.backends.make_backend` builds from the parameters.
+
+Lifecycle:
+
+- configure: loads the config file (``loop`` and ``scripted`` sections), builds the
+  backend (loads weights / engine) and the loop; creates the publishers and subscriptions.
+- activate: starts the 80 ms step timer (12.5 Hz); user audio is re-framed by an
+  :class:`~facebot.audio.framing.AudioFramer` as it arrives, and each tick steps the frames
+  that are ready (at most two, so the loop catches up after a hiccup without bursting).
+- deactivate: stops the timer and drops pending audio. cleanup: releases the backend.
+
+Time (DESIGN.md): an input's stamp is its capture time; output frame *k* is stamped with
+when it will be heard: ``capture(k) + 80 ms + playout delay``. The playout delay is the
+``playout_delay_ms`` parameter (at least the head's actuator lead plus one face frame), or
+more when the audio player's ``audio/played`` feedback shows the sound is heard later.
+FLAME frames and dialogue state carry the same time base.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+import time
+
+import numpy as np
+
+from facebot import interfaces
+from facebot.audio.framing import FRAME_NS, MODEL_RATE, AudioFramer
+from facebot.audio.pcm import ENCODING_DTYPES
+from facebot.config import CONFIG_DIR, ConfigError, load_yaml, section
+from facebot.msg import AudioChunk, DialogueState, FlameParams
+from facebot.nodes import _common as common
+from facebot.nodes._common import Param
+from facebot.pipeline.backends import BackendOptions, make_backend
+from facebot.pipeline.duplex import DuplexLoop, LoopConfig
+from facebot.pipeline.scripted import ScriptedConfig
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.lifecycle import TransitionCallbackReturn
+from sensor_msgs.msg import Image
+from std_msgs.msg import String
+
+STEP_PERIOD_S = FRAME_NS / 1e9  # 0.08 s: 12.5 Hz
+MAX_STEPS_PER_TICK = 2
+IMAGE_CHANNELS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1}
+
+PARAMS = (
+    Param('backend', 'scripted', 'speech backend (facebot.pipeline.backends.make_backend)'),
+    Param('config_file', '',
+          "YAML with 'loop' and 'scripted' sections; empty = the package's facebot.yaml"),
+    Param('script_lines', [''],
+          "scripted backend's reply lines; [''] = the lines of config_file"),
+    Param('weights_path', '', 'model weights (model backends; e.g. a .safetensors file)'),
+    Param('engine_path', '', 'compiled engine (TensorRT / ONNX) for model backends'),
+    Param('model_config', '', 'model configuration name or file for model backends'),
+    Param('temperature', 0.8, 'sampling temperature of model backends', 0.0, 2.0, live=True),
+    Param('top_k', 250, 'top-k sampling of model backends', 1, 100000, live=True),
+    Param('seed', 0, 'random seed of the session (backend sampling, procedural face)',
+          0, 2**31 - 1),
+    Param('vad_threshold', 0.5, 'speech probability above which the user counts as speaking',
+          0.01, 0.99),
+    Param('playout_delay_ms', 80.0,
+          'least time from the end of an input frame to its output being heard (ms); '
+          'at least the head lead + 40 ms so the motors can lead the voice',
+          0.0, 2000.0, live=True),
+    Param('measure_playout', True,
+          "raise the playout delay to what the audio player's audio/played feedback shows",
+          live=True),
+    Param('max_pending_frames', 4, 'input frames waiting beyond this are dropped (counted)',
+          1, 100, live=True),
+    Param('max_image_age_s', 1.0, 'a camera image older than this is not passed on',
+          0.0, 60.0, live=True),
+    Param('output_encoding', 'S16LE', 'sample format of the robot audio',
+          choices=tuple(ENCODING_DTYPES), live=True),
+    Param('audio_frame_id', 'speaker', 'header.frame_id of the robot audio', live=True),
+    Param('face_frame_id', 'face', 'header.frame_id of the FLAME frames', live=True),
+)
+MODEL_EXTRAS = ('weights_path', 'engine_path', 'model_config', 'temperature', 'top_k')
+
+
+def image_to_rgb(msg) -> np.ndarray:
+    """An ``[H, W, 3]`` uint8 RGB array from a sensor_msgs/Image; ``ValueError`` if
+    malformed."""
+    enc = str(msg.encoding)
+    ch = IMAGE_CHANNELS.get(enc)
+    if ch is None:
+        raise ValueError(f'image encoding {enc!r} not supported ({", ".join(IMAGE_CHANNELS)})')
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if h <= 0 or w <= 0:
+        raise ValueError(f'image is empty ({w}x{h})')
+    if step < w * ch:
+        raise ValueError(f'image step {step} is below width x channels = {w * ch}')
+    data = np.frombuffer(bytes(msg.data), np.uint8)
+    if data.shape[0] != h * step:
+        raise ValueError(f'image data has {data.shape[0]} bytes, expected {h * step}')
+    img = data.reshape(h, step)[:, :w * ch].reshape(h, w, ch)
+    if enc.startswith('bgr'):
+        img = img[:, :, 2::-1]
+    elif ch == 1:
+        img = np.repeat(img, 3, axis=2)
+    return np.ascontiguousarray(img[:, :, :3])
+
+
+class DialogueNode(LifecycleNode):
+    """Lifecycle node stepping the duplex loop every 80 ms."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__('dialogue', **kwargs)
+        self.params = common.declare(self, PARAMS)
+        self.live = common.LiveParams(self, PARAMS, self._apply)
+        self.log = common.RateLimitedLog(self.get_logger())
+        self.step_group = MutuallyExclusiveCallbackGroup()
+        self.input_group = MutuallyExclusiveCallbackGroup()
+        self.diag_pub = self.create_publisher(
+            common.DiagnosticArray, common.DIAGNOSTICS_TOPIC, 10)
+        self.create_timer(common.DIAGNOSTICS_PERIOD_S, self.publish_diagnostics)
+        self._lock = threading.Lock()
+        self.loop: DuplexLoop | None = None
+        self.backend = None
+        self.framer: AudioFramer | None = None
+        self.timer = None
+        self.active = False
+        self.pubs: dict = {}
+        self.subs: list = []
+        self.latency = common.Latency()
+        self.counts = collections.Counter()
+        self.state_label = 'unconfigured'
+        self.error = ''
+        self._pending: collections.deque = collections.deque()
+        self._image = None  # (rgb array, stamp_ns)
+        self._sent: collections.deque = collections.deque(maxlen=500)  # (hash, publish ns)
+        self._lag_ns: float | None = None
+        self.playout_delay_ns = 0
+
+    def make_executor(self):
+        """Steps and input callbacks run in parallel groups (rclpy MultiThreadedExecutor)."""
+        return MultiThreadedExecutor(num_threads=3)
+
+    # -- parameters ------------------------------------------------------------------------
+
+    def _apply(self, changes: dict) -> str | None:
+        sampling = {k: v for k, v in changes.items() if k in ('temperature', 'top_k')}
+        update = getattr(self.backend, 'update_options', None)
+        if sampling and update is not None:
+            update(**sampling)
+        elif sampling and self.backend is not None:
+            self.get_logger().info(
+                f'backend {self.params["backend"]!r} has no live sampling control: '
+                f'{", ".join(sampling)} apply at the next configure')
+        self.params.update(changes)
+        return None
+
+    def _fresh_params(self) -> dict:
+        return {p.name: self.get_parameter(p.name).value for p in PARAMS}
+
+    def _build(self, p: dict):
+        path = p['config_file'] or str(CONFIG_DIR / 'facebot.yaml')
+        data = load_yaml(path)
+        unknown = sorted(set(data) - {'loop', 'scripted'})
+        if unknown:
+            raise ConfigError(f'{path}: unknown section(s) {", ".join(unknown)}')
+        loop_cfg = section(data, 'loop', LoopConfig, path)
+        scripted = section(data, 'scripted', ScriptedConfig, path)
+        lines = tuple(s for s in p['script_lines'] if s.strip())
+        if lines:
+            scripted = dataclasses.replace(scripted, replies=lines)
+        loop_cfg = LoopConfig(playout_delay_ms=p['playout_delay_ms'],
+                              vad_threshold=p['vad_threshold'], face=loop_cfg.face)
+        options = BackendOptions(name=p['backend'], scripted=scripted,
+                                 extras={k: p[k] for k in MODEL_EXTRAS})
+        backend = make_backend(options)
+        return backend, DuplexLoop(backend, loop_cfg, seed=p['seed'])
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        self.params = self._fresh_params()
+        try:
+            self.backend, self.loop = self._build(self.params)
+        except (ConfigError, ValueError, TypeError, OSError, RuntimeError) as err:
+            self.error = f'configure failed: {err}'
+            self.get_logger().error(self.error)
+            return TransitionCallbackReturn.FAILURE
+        self.error = ''
+        self.get_logger().info(f'backend: {self.backend.describe()}')
+        self.pubs = {
+            'audio': self.create_lifecycle_publisher(AudioChunk, common.AUDIO_OUT,
+                                                     common.reliable_qos(50)),
+            'flame': self.create_lifecycle_publisher(FlameParams, common.FLAME,
+                                                     common.reliable_qos(50)),
+            'text': self.create_lifecycle_publisher(String, common.DIALOGUE_TEXT,
+                                                    common.reliable_qos(10)),
+            'state': self.create_lifecycle_publisher(DialogueState, common.DIALOGUE_STATE,
+                                                     common.reliable_qos(10)),
+        }
+        self.subs = [
+            self.create_subscription(AudioChunk, common.AUDIO_IN, self.on_audio,
+                                     common.sensor_qos(), callback_group=self.input_group),
+            self.create_subscription(Image, common.CAMERA, self.on_image,
+                                     common.sensor_qos(), callback_group=self.input_group),
+            self.create_subscription(AudioChunk, common.AUDIO_PLAYED, self.on_played,
+                                     common.reliable_qos(50), callback_group=self.input_group),
+        ]
+        self.state_label = 'inactive'
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        with self._lock:
+            self.loop.reset(self.params['seed'])
+            self.framer = AudioFramer()
+            self._pending.clear()
+            self._sent.clear()
+            self._lag_ns = None
+            self.active = True
+        self.timer = self.create_timer(STEP_PERIOD_S, self.on_tick,
+                                       callback_group=self.step_group)
+        self.state_label = 'active'
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._stop_timer()
+        self.state_label = 'inactive'
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self._release()
+        self.state_label = 'unconfigured'
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._release()
+        self.state_label = 'finalized'
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_timer(self) -> None:
+        with self._lock:
+            self.active = False
+            self._pending.clear()
+        if self.timer is not None:
+            self.destroy_timer(self.timer)
+            self.timer = None
+
+    def _release(self) -> None:
+        self._stop_timer()
+        for pub in self.pubs.values():
+            self.destroy_lifecycle_publisher(pub)
+        for sub in self.subs:
+            self.destroy_subscription(sub)
+        self.pubs, self.subs = {}, []
+        if self.backend is not None:
+            self.backend.close()
+        self.backend = self.loop = None
+
+    def close(self) -> None:
+        """Releases the backend when the process ends."""
+        self._release()
+
+    # -- input -----------------------------------------------------------------------------
+
+    def on_audio(self, msg) -> None:
+        """Re-frames one user audio chunk; malformed chunks are counted and skipped."""
+        if not self.active:
+            return
+        try:
+            samples, rate = interfaces.audio_from_msg(msg)
+            stamp = interfaces.audio_stamp_ns(msg)
+            if samples.shape[0] == 0:
+                raise ValueError('no samples')
+        except ValueError as err:
+            self.counts['audio_refused'] += 1
+            self.log.warning('bad_audio', f'user audio chunk refused: {err}')
+            return
+        with self._lock:
+            if self.framer is None:
+                return
+            for frame in self.framer.push(samples, rate, stamp):
+                self._pending.append(frame)
+            while len(self._pending) > self.params['max_pending_frames']:
+                self._pending.popleft()
+                self.counts['frames_dropped'] += 1
+
+    def on_image(self, msg) -> None:
+        """Keeps the latest camera image as the user-face input."""
+        try:
+            img = image_to_rgb(msg)
+            stamp = interfaces.stamp_to_ns(msg.header.stamp)
+        except ValueError as err:
+            self.counts['images_refused'] += 1
+            self.log.warning('bad_image', f'camera image refused: {err}')
+            return
+        self._image = (img, stamp)
+        self.counts['images'] += 1
+
+    def on_played(self, msg) -> None:
+        """Audio player feedback: how long from publishing a chunk to hearing it."""
+        try:
+            heard = interfaces.stamp_to_ns(msg.header.stamp)
+            key = hash(bytes(msg.data))
+        except (ValueError, TypeError):
+            self.counts['played_refused'] += 1
+            return
+        with self._lock:
+            while self._sent:
+                sent_key, sent_ns = self._sent.popleft()
+                if sent_key == key:
+                    lag = heard - sent_ns
+                    self._lag_ns = lag if self._lag_ns is None else (
+                        0.8 * self._lag_ns + 0.2 * lag)
+                    return
+        self.counts['played_unmatched'] += 1
+
+    # -- the step --------------------------------------------------------------------------
+
+    def on_tick(self) -> None:
+        """Steps the frames that are ready (at most MAX_STEPS_PER_TICK)."""
+        with self._lock:
+            frames = [self._pending.popleft()
+                      for _ in range(min(MAX_STEPS_PER_TICK, len(self._pending)))]
+        for frame in frames:
+            if not self.active or self.loop is None:
+                return
+            self.step(frame)
+
+    def _playout_delay_ns(self, frame) -> int:
+        delay = int(self.params['playout_delay_ms'] * 1e6)
+        if self.params['measure_playout'] and self._lag_ns is not None:
+            measured = common.now_ns(self) + self._lag_ns - (frame.stamp_ns + FRAME_NS)
+            delay = max(delay, int(measured))
+        return delay
+
+    def _user_image(self, frame):
+        if self._image is None:
+            return None
+        img, stamp = self._image
+        if abs(frame.stamp_ns - stamp) > self.params['max_image_age_s'] * 1e9:
+            return None
+        return img
+
+    def step(self, frame) -> None:
+        """One DuplexLoop step on ``frame``; publishes audio, FLAME, text and state."""
+        self.playout_delay_ns = self._playout_delay_ns(frame)
+        t0 = time.perf_counter()
+        try:
+            result = self.loop.step(frame, user_image=self._user_image(frame),
+                                    playout_delay_ns=self.playout_delay_ns)
+        except Exception as err:  # a backend bug must not stop the stream
+            self.counts['step_errors'] += 1
+            self.log.warning('step', f'step {frame.index} failed: {type(err).__name__}: {err}')
+            return
+        self.counts['steps'] += 1
+        p = self.params
+        audio = interfaces.audio_to_msg(result.robot_audio, MODEL_RATE, result.audio_stamp_ns,
+                                        p['output_encoding'], p['audio_frame_id'],
+                                        out=AudioChunk())
+        with self._lock:
+            self._sent.append((hash(bytes(audio.data)), common.now_ns(self)))
+        self.pubs['audio'].publish(audio)
+        for f in result.flame:
+            try:
+                self.pubs['flame'].publish(
+                    interfaces.flame_to_msg(f, p['face_frame_id'], out=FlameParams()))
+            except ValueError as err:
+                self.counts['flame_refused'] += 1
+                self.log.warning('flame', f'FLAME frame not sent: {err}')
+        out = result.output
+        if out.text:
+            text = String()
+            text.data = out.text
+            self.pubs['text'].publish(text)
+        timings = dict(result.timings_ms)
+        timings['publish'] = (time.perf_counter() - t0) * 1000.0 - timings.get('step', 0.0)
+        self.latency.add(timings)
+        self.pubs['state'].publish(interfaces.dialogue_state_msg(
+            int(result.state), result.capture_stamp_ns,
+            user_speaking=result.user.speaking, robot_speaking=out.speaking,
+            barge_in=out.barge_in, backchannel=out.backchannel,
+            user_speech_prob=float(np.clip(result.user.speech_prob, 0.0, 1.0)),
+            text=out.text, step_latency_ms=result.timings_ms.get('step', 0.0),
+            backend=self.backend.describe(), out=DialogueState()))
+
+    # -- diagnostics -----------------------------------------------------------------------
+
+    def publish_diagnostics(self) -> None:
+        """Latency per stage, real-time factor, drop/refusal counters, backend in use."""
+        values: dict = {'lifecycle state': self.state_label,
+                        'backend': self.backend.describe() if self.backend else '',
+                        'weights_path': self.params['weights_path'],
+                        'engine_path': self.params['engine_path'],
+                        'playout delay ms': self.playout_delay_ns / 1e6,
+                        'parameter changes refused': self.live.refused}
+        values.update(self.latency.summary())
+        steps = self.latency.values.get('step')
+        if steps:
+            values['real-time factor'] = float(np.mean(steps)) / (STEP_PERIOD_S * 1000.0)
+        for key in ('steps', 'frames_dropped', 'audio_refused', 'images', 'images_refused',
+                    'step_errors', 'flame_refused', 'played_unmatched'):
+            values[key] = self.counts[key]
+        if self.framer is not None:
+            s = self.framer.stats
+            values.update({'input gaps filled': s.gaps_filled, 'input restarts': s.restarts,
+                           'non-finite input samples': s.non_finite_samples})
+        bad = self.counts['frames_dropped'] + self.counts['audio_refused'] + \
+            self.counts['step_errors']
+        level = 'error' if self.error else ('warn' if bad else 'ok')
+        self.diag_pub.publish(common.diagnostic_array(
+            self, common.now_ns(self), 'duplex loop', level, self.error or self.state_label,
+            values))
+
+
+def main(args=None) -> int:
+    """Entry point of ``ros2 run facebot dialogue`` (starts unconfigured)."""
+    return common.run(DialogueNode, args)
