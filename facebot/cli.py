@@ -42,8 +42,23 @@ def _build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", "-o", default=None, help="output folder (default: facebot_out/<time>)")
     common.add_argument("--force", action="store_true", help="replace --out if it exists")
-    common.add_argument("--backend", default="scripted", choices=["scripted"], help="speech backend")
-    common.add_argument("--config", default=None, help="YAML config (default: config/facebot.yaml)")
+    common.add_argument("--backend", default="scripted", choices=["scripted", "model"], help="speech backend")
+    common.add_argument("--config", default=None,
+                        help="pipeline YAML (default: config/facebot.yaml); with --backend model also a "
+                             "model config: tiny, small, moshi-7b or a Kyutai config.json (default small)")
+    common.add_argument("--pipeline-config", default=None, help="pipeline YAML when --config names a model")
+    model = common.add_argument_group("model backend")
+    model.add_argument("--weights", default=None,
+                       help="Kyutai weights folder (model.safetensors, Mimi, tokenizer) or an LM .safetensors; "
+                            "without it the model has RANDOM weights")
+    model.add_argument("--mimi-weights", default=None, help="Mimi codec .safetensors (default: in --weights)")
+    model.add_argument("--tokenizer", default=None, help="sentencepiece text tokenizer (default: in --weights)")
+    model.add_argument("--temperature", type=float, default=None, help="audio sampling temperature (0.8)")
+    model.add_argument("--top-k", type=int, default=None, help="audio top-k (250)")
+    model.add_argument("--greedy", action="store_true", help="greedy decoding (reproducible, for tests)")
+    model.add_argument("--weights-mode", default=None, choices=["none", "bf16", "int8"],
+                       help="run the LM on fp32 weights (none, exact), bf16 or weight-only int8 copies")
+    model.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     common.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
     common.add_argument("--head", default=None,
                         help="actuator mapping YAML (default: config/head_reference.yaml); 'none' for no head")
@@ -128,7 +143,10 @@ def _user_errors():
     from facebot.config import ConfigError
     from facebot.pipeline.sources import SourceError
 
-    return (AudioFileError, ConfigError, SourceError, FileExistsError)
+    from facebot.model.tokenizer import TokenizerError
+    from facebot.pipeline.model_backend import ModelLoadError
+
+    return (AudioFileError, ConfigError, SourceError, FileExistsError, ModelLoadError, TokenizerError)
 
 
 def _sample(args) -> int:
@@ -216,7 +234,15 @@ def _build_pipeline(args):
     from facebot.pipeline.backends import BackendOptions, make_backend
     from facebot.pipeline.scripted import ScriptedConfig
 
-    config_path = Path(args.config) if args.config else _default_config()
+    model_config = None
+    yaml_arg = args.pipeline_config
+    if args.config and Path(args.config).suffix in (".yaml", ".yml"):
+        yaml_arg = yaml_arg or args.config
+    elif args.config:
+        if args.backend != "model":
+            raise ConfigError(f"--config {args.config}: not a YAML file (model configs need --backend model)")
+        model_config = args.config
+    config_path = Path(yaml_arg) if yaml_arg else _default_config()
     config = load_yaml(config_path)
     unknown = sorted(set(config) - {"loop", "scripted"})
     if unknown:
@@ -241,7 +267,11 @@ def _build_pipeline(args):
 
         display = Path(args.display) if args.display else _config_file("face_display.yaml")
         renderer = FaceRenderer(load_display_config(display)).render
-    loop = DuplexLoop(make_backend(BackendOptions(name=args.backend, scripted=scripted_cfg)), loop_cfg, seed=args.seed)
+    extras = {"model_config": model_config, "weights_path": args.weights, "mimi_weights": args.mimi_weights,
+              "tokenizer": args.tokenizer, "temperature": args.temperature, "top_k": args.top_k,
+              "greedy": args.greedy or None, "weights_mode": args.weights_mode, "threads": args.threads}
+    loop = DuplexLoop(make_backend(BackendOptions(name=args.backend, scripted=scripted_cfg, extras=extras)),
+                      loop_cfg, seed=args.seed)
     return loop, head, renderer
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from facebot.pipeline.backend import SpeechBackend
 from facebot.pipeline.scripted import ScriptedBackend, ScriptedConfig
 
-BACKENDS = ("scripted",)
+BACKENDS = ("scripted", "model")
 
 
 @dataclass
@@ -21,8 +21,23 @@ class BackendOptions:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+def model_options(extras: dict[str, Any]):
+    """The model backend's options from pass-through settings (CLI flags or node parameters)."""
+    from facebot.pipeline.model_backend import ModelOptions
+
+    keys = {"model_config": "config", "weights_path": "weights", "mimi_weights": "mimi_weights",
+            "tokenizer": "tokenizer", "temperature": "temperature", "top_k": "top_k",
+            "greedy": "greedy", "weights_mode": "weights_mode", "threads": "threads"}
+    kwargs = {dst: extras[src] for src, dst in keys.items() if extras.get(src) not in (None, "")}
+    return ModelOptions(**kwargs)
+
+
 def make_backend(options: BackendOptions) -> SpeechBackend:
     """Builds (and loads) the named backend; ``ValueError`` for an unknown name."""
     if options.name == "scripted":
         return ScriptedBackend(options.scripted)
+    if options.name == "model":
+        from facebot.pipeline.model_backend import ModelBackend
+
+        return ModelBackend(model_options(options.extras))
     raise ValueError(f"unknown backend {options.name!r} (known: {', '.join(BACKENDS)})")

@@ -18,7 +18,7 @@ from facebot.pipeline.recorder import SessionRecorder
 from facebot.pipeline.sources import FileAudioSource, MicrophoneSource, Pacer, VideoSource
 
 STAGES = ("vad", "backend", "face", "record", "step")
-DRAIN_MAX_FRAMES = 250  # at most 20 s of the robot finishing after the input ends
+DRAIN_MAX_FRAMES = 125  # at most 10 s of the robot finishing after the input ends
 
 
 @dataclass

@@ -1,0 +1,154 @@
+"""The `model` speech backend: Mimi codec + Moshi-class language model, one 80 ms step.
+
+Per step: encode the user's frame to Mimi codes, one LM step (temporal transformer, text
+token, depth transformer over the robot's codebooks, acoustic delays), decode the robot's
+codes to 1920 samples. The inner-monologue text token is published as text. Without weights
+the networks are random: the loop runs and can be measured, but the voice is noise, and the
+backend says so in every description of itself.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facebot.audio.framing import FRAME_SAMPLES
+from facebot.pipeline.backend import DuplexInput, DuplexOutput, SpeechBackend
+
+KYUTAI_MIMI = "tokenizer-e351c8d8-checkpoint125.safetensors"
+KYUTAI_TOKENIZER = "tokenizer_spm_32k_3.model"
+SPEAKING_RMS = 0.01  # the robot counts as speaking when its frame is louder than this (-40 dBFS)
+
+
+class ModelLoadError(Exception):
+    """Weights or config that cannot be used; ``str()`` is one line naming the file."""
+
+
+@dataclass
+class ModelOptions:
+    config: str = "small"  # tiny | small | moshi-7b | path to a Kyutai config.json
+    weights: str | None = None  # Kyutai folder (model.safetensors, Mimi, tokenizer) or an LM .safetensors
+    mimi_weights: str | None = None  # default: the Mimi file in the weights folder
+    tokenizer: str | None = None  # default: the tokenizer in the weights folder
+    temperature: float = 0.8
+    top_k: int = 250
+    temperature_text: float = 0.7
+    top_k_text: int = 25
+    greedy: bool = False
+    weights_mode: str = "none"  # none (fp32) | bf16 | int8 (weight-only)
+    threads: int | None = None  # torch intra-op threads (default: torch's choice)
+    init_seed: int = 0  # random weights (when none are given) are drawn from this seed
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0 or self.temperature_text < 0:
+            raise ValueError("model: temperatures must be >= 0")
+        if self.top_k < 0 or self.top_k_text < 0:
+            raise ValueError("model: top_k must be >= 0")
+        if self.weights_mode not in ("none", "bf16", "int8"):
+            raise ValueError(f"model: weights_mode must be none, bf16 or int8, got {self.weights_mode!r}")
+
+
+class ModelBackend(SpeechBackend):
+    name = "model"
+
+    def __init__(self, options: ModelOptions | None = None) -> None:
+        import torch
+
+        from facebot.model.codec import MimiCodec, codec_config
+        from facebot.model.configs import load_config
+        from facebot.model.lm import build_lm, load_lm_checkpoint
+        from facebot.model.sampling import SamplingConfig
+        from facebot.model.tokenizer import TextTokenizer
+        from facebot.runtime.lm_step import LMStep
+
+        self.options = opts = options or ModelOptions()
+        if opts.threads:
+            torch.set_num_threads(opts.threads)
+        self._torch = torch
+        try:
+            cfg = load_config(opts.config)
+        except (ValueError, OSError) as err:
+            raise ModelLoadError(f"model config {opts.config!r}: {err}") from None
+        folder = Path(opts.weights) if opts.weights else None
+        if folder is not None and not folder.exists():
+            raise ModelLoadError(f"{folder}: no such weights file or folder")
+        lm_file = (folder / "model.safetensors" if folder.is_dir() else folder) if folder else None
+        base = (folder if folder.is_dir() else folder.parent) if folder else None
+        mimi_file = Path(opts.mimi_weights) if opts.mimi_weights else (base / KYUTAI_MIMI if base else None)
+        tok_file = Path(opts.tokenizer) if opts.tokenizer else (base / KYUTAI_TOKENIZER if base else None)
+
+        # Kyutai's Mimi for every real configuration; the test model gets the tiny codec with
+        # as many codebook entries as its LM has audio tokens.
+        codec_cfg = codec_config("mimi" if cfg.card == 2048 else "tiny")
+        if codec_cfg.cardinality != cfg.card:
+            codec_cfg = codec_cfg.replace(quantizer=dataclasses.replace(codec_cfg.quantizer, bins=cfg.card))
+        try:
+            torch.manual_seed(opts.init_seed)  # reproducible random weights
+            if mimi_file is not None and mimi_file.is_file():
+                self.codec = MimiCodec.from_kyutai(mimi_file, codec_cfg)
+            else:
+                self.codec = MimiCodec(codec_cfg)
+                mimi_file = None
+                # Fresh codebooks are zeros (as in Kyutai's code): every code would decode alike
+                # and the random voice would not depend on the tokens. Random vectors instead.
+                for module in self.codec.modules():
+                    if hasattr(module, "set_codebooks"):
+                        module.set_codebooks(torch.randn_like(module.codebooks))
+            self.lm = build_lm(cfg)
+            if lm_file is not None:
+                load_lm_checkpoint(self.lm, lm_file)
+        except Exception as err:  # checkpoint errors already name the file and the keys
+            raise ModelLoadError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+        self.codec.eval()
+        self.tokenizer = TextTokenizer(tok_file if tok_file is not None and tok_file.is_file() else None)
+        sampling = SamplingConfig.greedy() if opts.greedy else SamplingConfig(
+            temp=opts.temperature, top_k=opts.top_k, temp_text=opts.temperature_text, top_k_text=opts.top_k_text)
+        self.stepper = LMStep(self.lm, sampling, weights=opts.weights_mode)
+        self.weights_loaded = {"lm": lm_file is not None, "mimi": mimi_file is not None,
+                               "tokenizer": self.tokenizer.vocab_size is not None}
+        self.config_name = opts.config
+        self.reset(0)
+
+    def update_options(self, temperature: float | None = None, top_k: int | None = None) -> None:
+        """Live sampling changes (the ROS node's parameter callback calls this)."""
+        from facebot.model.sampling import SamplingConfig
+
+        sp = self.stepper.sampling
+        if sp.use_sampling:
+            self.stepper.sampling = SamplingConfig(
+                temp=sp.temp if temperature is None else float(temperature),
+                top_k=sp.top_k if top_k is None else int(top_k),
+                temp_text=sp.temp_text, top_k_text=sp.top_k_text, seed=sp.seed)
+
+    def describe(self) -> str:
+        if not self.weights_loaded["lm"]:
+            what = "RANDOM WEIGHTS: untrained, the voice is noise (give --weights)"
+        else:
+            what = f"weights {self.options.weights}" + ("" if self.weights_loaded["mimi"] else ", RANDOM Mimi codec")
+        return f"model {self.config_name} ({what})"
+
+    def reset(self, seed: int = 0) -> None:
+        from facebot.model.sampling import make_generator
+
+        self.enc_state = self.codec.init_encoder_state(1)
+        self.dec_state = self.codec.init_decoder_state(1)
+        self.lm_state = self.stepper.init_state(1)
+        self.generator = make_generator(seed)
+        self.steps = 0
+
+    def step(self, inp: DuplexInput) -> DuplexOutput:
+        torch = self._torch
+        with torch.inference_mode():
+            pcm = torch.from_numpy(np.ascontiguousarray(inp.user_audio, np.float32)).view(1, 1, FRAME_SAMPLES)
+            codes, self.enc_state = self.codec.encode_step(pcm, self.enc_state)
+            noise = self.stepper.draw_noise(1, self.generator)
+            tokens, valid, self.lm_state = self.stepper.step(codes[:, :, 0], self.lm_state, None, noise)
+            self.steps += 1
+            if not bool(valid):
+                return DuplexOutput(audio=np.zeros(FRAME_SAMPLES, np.float32))
+            audio, self.dec_state = self.codec.decode_step(tokens[:, 1:].unsqueeze(-1), self.dec_state)
+        audio = audio.reshape(-1).numpy()
+        speaking = float(np.sqrt(np.mean(np.square(audio)))) > SPEAKING_RMS
+        return DuplexOutput(audio=audio, speaking=speaking, text=self.tokenizer.piece(int(tokens[0, 0])))
