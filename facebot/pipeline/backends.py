@@ -27,7 +27,7 @@ def model_options(extras: dict[str, Any]):
 
     keys = {"model_config": "config", "weights_path": "weights", "mimi_weights": "mimi_weights",
             "tokenizer": "tokenizer", "temperature": "temperature", "top_k": "top_k",
-            "greedy": "greedy", "weights_mode": "weights_mode", "threads": "threads"}
+            "greedy": "greedy", "weights_mode": "weights_mode", "threads": "threads", "compile": "compile"}
     kwargs = {dst: extras[src] for src, dst in keys.items() if extras.get(src) not in (None, "")}
     return ModelOptions(**kwargs)
 
