@@ -19,7 +19,7 @@ import numpy as np
 
 from facebot import interfaces
 from facebot.audio import pcm
-from facebot.pipeline.sources import AudioChunkIn, SourceError
+from facebot.pipeline.sources import AudioChunkIn, FrameTimeline, SourceError
 
 LOG = logging.getLogger("facebot.bag")
 _AUDIO_TYPES = (
@@ -187,9 +187,7 @@ class BagCamera:
         self._reader.open()
         conns = [c for c in self._reader.connections if c.topic == bag.camera_topic]
         self._messages = self._reader.messages(connections=conns)
-        self._current: tuple[np.ndarray, int] | None = None
-        self._next: tuple[np.ndarray, int] | None = None
-        self._ended = False
+        self._timeline = FrameTimeline(self._read)
         self.dropped = 0
 
     def _read(self):
@@ -203,19 +201,10 @@ class BagCamera:
                 self.dropped += 1
                 continue
             return rgb, _stamp(msg, received_ns)
-        self._ended = True
         return None
 
     def frame_at(self, stamp_ns: int):
-        while not self._ended:
-            if self._next is None:
-                self._next = self._read()
-                if self._next is None:
-                    break
-            if self._next[1] > stamp_ns:
-                break
-            self._current, self._next = self._next, None
-        return self._current
+        return self._timeline.at(stamp_ns)
 
     def close(self) -> None:
         self._reader.close()

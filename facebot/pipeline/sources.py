@@ -105,6 +105,28 @@ class MicrophoneSource:
                 yield chunk
 
 
+class FrameTimeline:
+    """Frames read in time order, served by time: the newest one stamped at or before ``t``."""
+
+    def __init__(self, read) -> None:
+        self._read = read  # () -> (rgb, stamp_ns) | None at the end
+        self._current: tuple[np.ndarray, int] | None = None
+        self._next: tuple[np.ndarray, int] | None = None
+        self._ended = False
+
+    def at(self, stamp_ns: int) -> tuple[np.ndarray, int] | None:
+        while not self._ended:
+            if self._next is None:
+                self._next = self._read()
+                if self._next is None:
+                    self._ended = True
+                    break
+            if self._next[1] > stamp_ns:
+                break
+            self._current, self._next = self._next, None
+        return self._current
+
+
 class VideoSource:
     """Camera frames from a video file (by its own timeline) or a webcam (``webcam[:N]``)."""
 
@@ -126,18 +148,20 @@ class VideoSource:
         self.t0_ns = t0_ns
         self.spec = spec
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0) or 25.0
-        self._current = (self._to_rgb(frame), t0_ns)
-        self._next: tuple[np.ndarray, int] | None = None
-        self._ended = False
+        self._first: tuple[np.ndarray, int] | None = (self._to_rgb(frame), t0_ns)
+        self._latest: tuple[np.ndarray, int] | None = None
+        self._timeline = FrameTimeline(self._read)
         self.frames_read = 1
 
     def _to_rgb(self, bgr: np.ndarray) -> np.ndarray:
         return self._cv2.cvtColor(bgr, self._cv2.COLOR_BGR2RGB)
 
     def _read(self) -> tuple[np.ndarray, int] | None:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
         ok, frame = self._cap.read()
         if not ok:
-            self._ended = True
             return None
         self.frames_read += 1
         if self.live:
@@ -151,17 +175,9 @@ class VideoSource:
         if self.live:
             got = self._read()
             if got is not None:
-                self._current = got
-            return self._current
-        while not self._ended:
-            if self._next is None:
-                self._next = self._read()
-                if self._next is None:
-                    break
-            if self._next[1] > stamp_ns:
-                break
-            self._current, self._next = self._next, None
-        return self._current if self._current[1] <= stamp_ns else None
+                self._latest = got
+            return self._latest
+        return self._timeline.at(stamp_ns)
 
     def close(self) -> None:
         self._cap.release()
