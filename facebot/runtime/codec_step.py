@@ -23,14 +23,14 @@ __all__ = ["CodecEncoderStep", "CodecDecoderStep"]
 
 
 class _Step(nn.Module):
+    """One direction of the codec as ``(input, *state) -> (output, *new_state)``; subclasses
+    name their state through ``_init`` (the codec's init_encoder_state / init_decoder_state)."""
+
     def __init__(self, codec: MimiCodec, batch_size: int = 1):
         super().__init__()
         self.codec = codec
         self.batch_size = batch_size
         self.state_names: List[str] = list(self._init(batch_size, "meta"))
-
-    def _init(self, batch_size: int, device=None):
-        raise NotImplementedError
 
     def init_state(self, batch_size: int | None = None) -> Tuple[torch.Tensor, ...]:
         st = self._init(self.batch_size if batch_size is None else batch_size)
