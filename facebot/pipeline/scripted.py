@@ -24,7 +24,7 @@ DEFAULT_REPLIES = (
     "Of course. I stopped talking. What would you like to know?",
     "Thank you for talking with me today. Goodbye.",
 )
-DEFAULT_BACKCHANNELS = ("mm hmm", "yeah", "right")
+DEFAULT_BACKCHANNELS = ("hmm", "yeah", "right")  # espeak spells out "mm hmm" as letters
 FADE_SAMPLES = 48  # 2 ms: long enough to avoid a click, short enough to stop at once
 PHONEME_WINDOW_S = (-0.2, 0.4)  # the span of phoneme timing the face gets (see FaceCue)
 
