@@ -86,6 +86,12 @@ def _build_parser() -> argparse.ArgumentParser:
     bag.add_argument("--audio-format", default=None,
                      help="RATE:CHANNELS:ENCODING of raw audio_common_msgs audio without an AudioInfo topic")
 
+    corpus = sub.add_parser("corpus", help="make the synthetic dyadic corpus (a stand-in for real data)")
+    corpus.add_argument("out", help="output folder (must not exist)")
+    corpus.add_argument("--dialogues", type=int, default=40, help="number of dialogues (default 40)")
+    corpus.add_argument("--seconds", type=float, default=20.0, help="length of each dialogue (default 20 s)")
+    corpus.add_argument("--seed", type=int, default=0)
+
     sample = sub.add_parser("sample", help="make the sample conversation WAV (done by the set-up)")
     sample.add_argument("--out", default=None, help="where to write it (default: the user cache)")
 
@@ -121,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "sample":
             return _sample(args)
+        if args.command == "corpus":
+            return _corpus(args)
         if args.command == "calibrate":
             return _calibrate(args)
         if args.command == "flame-convert":
@@ -148,6 +156,21 @@ def _user_errors():
     from facebot.pipeline.model_backend import ModelLoadError
 
     return (AudioFileError, ConfigError, SourceError, FileExistsError, ModelLoadError, TokenizerError)
+
+
+def _corpus(args) -> int:
+    from facebot.train.corpus import make_corpus
+
+    out = Path(args.out)
+    if out.exists():
+        raise _UserError(f"{out}: already exists")
+    if args.dialogues < 1 or args.seconds < 5:
+        raise _UserError("corpus: need at least 1 dialogue of at least 5 s")
+    manifest = make_corpus(out, args.dialogues, seconds_per_dialogue=args.seconds, seed=args.seed)
+    splits = manifest.get("splits", {})
+    print(f"synthetic corpus: {out} ({args.dialogues} dialogues x {args.seconds:.0f} s; "
+          + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + ")")
+    return 0
 
 
 def _sample(args) -> int:
