@@ -92,6 +92,19 @@ def _build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("--seconds", type=float, default=20.0, help="length of each dialogue (default 20 s)")
     corpus.add_argument("--seed", type=int, default=0)
 
+    train = sub.add_parser("train", help="train the face model (stage 1: the face codec)")
+    train_sub = train.add_subparsers(dest="stage", required=True)
+    tc = train_sub.add_parser("codec", help="stage 1: the streaming face codec (VQ-VAE)")
+    tc.add_argument("--data", required=True, help="corpus folder (facebot corpus layout or DualTalk's)")
+    tc.add_argument("--out", required=True, help="checkpoint folder (codec_last.safetensors, metrics.jsonl)")
+    tc.add_argument("--steps", type=int, default=2000)
+    tc.add_argument("--batch", type=int, default=16)
+    tc.add_argument("--codebook-size", type=int, default=256, help="K")
+    tc.add_argument("--codebook-dim", type=int, default=128, help="C")
+    tc.add_argument("--non-causal", action="store_true", help="the paper's non-causal baseline")
+    tc.add_argument("--resume", action="store_true", help="continue from --out/codec_last.safetensors")
+    tc.add_argument("--seed", type=int, default=0)
+
     sample = sub.add_parser("sample", help="make the sample conversation WAV (done by the set-up)")
     sample.add_argument("--out", default=None, help="where to write it (default: the user cache)")
 
@@ -129,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             return _sample(args)
         if args.command == "corpus":
             return _corpus(args)
+        if args.command == "train":
+            return _train(args)
         if args.command == "calibrate":
             return _calibrate(args)
         if args.command == "flame-convert":
@@ -170,6 +185,32 @@ def _corpus(args) -> int:
     splits = manifest.get("splits", {})
     print(f"synthetic corpus: {out} ({args.dialogues} dialogues x {args.seconds:.0f} s; "
           + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + ")")
+    return 0
+
+
+def _train(args) -> int:
+    from facebot.model.face_codec import FaceCodecConfig
+    from facebot.train.codec_train import evaluate_codec, train_codec
+    from facebot.train.datasets import DatasetError, DyadicDataset
+
+    try:
+        train_set = [item["face_self"] for item in DyadicDataset(args.data, split="train")]
+        try:
+            val_set = [item["face_self"] for item in DyadicDataset(args.data, split="val")]
+        except DatasetError:
+            val_set = []
+    except (DatasetError, OSError) as err:
+        raise _UserError(str(err).splitlines()[0]) from None
+    if not train_set:
+        raise _UserError(f"{args.data}: no training clips")
+    cfg = FaceCodecConfig(codebook_size=args.codebook_size, codebook_dim=args.codebook_dim,
+                          causal=not args.non_causal)
+    model, _ = train_codec(train_set, cfg, steps=args.steps, batch=args.batch, seed=args.seed,
+                           out_dir=args.out, resume=args.resume)
+    report = evaluate_codec(model, val_set or train_set)
+    print(f"{'val' if val_set else 'train'}: mean L2 {report['mean_l2']:.4f} (mean-face {report['baseline_mean_l2']:.4f}), "
+          f"lip {report['lip_error']:.4f}, normalised perplexity {report['perplexity']:.2f}")
+    print(f"checkpoints in {args.out}/ (face_codec.safetensors, codec_last.safetensors, metrics.jsonl)")
     return 0
 
 
