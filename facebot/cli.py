@@ -60,6 +60,9 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="run the LM on fp32 weights (none, exact), bf16 or weight-only int8 copies")
     model.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     model.add_argument("--compile", action="store_true", help="torch.compile the LM step (slow first start)")
+    model.add_argument("--face-weights", default=None,
+                       help="folder with face_lm.safetensors + face_codec.safetensors: the model's own face "
+                            "(default: the procedural face follows the model's voice)")
     common.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
     common.add_argument("--head", default=None,
                         help="actuator mapping YAML (default: config/head_reference.yaml); 'none' for no head")
@@ -335,7 +338,7 @@ def _build_pipeline(args):
     extras = {"model_config": model_config, "weights_path": args.weights, "mimi_weights": args.mimi_weights,
               "tokenizer": args.tokenizer, "temperature": args.temperature, "top_k": args.top_k,
               "greedy": args.greedy or None, "weights_mode": args.weights_mode, "threads": args.threads,
-              "compile": args.compile or None}
+              "compile": args.compile or None, "face_weights": args.face_weights}
     loop = DuplexLoop(make_backend(BackendOptions(name=args.backend, scripted=scripted_cfg, extras=extras)),
                       loop_cfg, seed=args.seed)
     return loop, head, renderer

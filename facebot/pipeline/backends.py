@@ -27,7 +27,8 @@ def model_options(extras: dict[str, Any]):
 
     keys = {"model_config": "config", "weights_path": "weights", "mimi_weights": "mimi_weights",
             "tokenizer": "tokenizer", "temperature": "temperature", "top_k": "top_k",
-            "greedy": "greedy", "weights_mode": "weights_mode", "threads": "threads", "compile": "compile"}
+            "greedy": "greedy", "weights_mode": "weights_mode", "threads": "threads", "compile": "compile",
+            "face_weights": "face_weights"}
     kwargs = {dst: extras[src] for src, dst in keys.items() if extras.get(src) not in (None, "")}
     return ModelOptions(**kwargs)
 

@@ -41,6 +41,9 @@ class ModelOptions:
     threads: int | None = None  # torch intra-op threads (default: torch's choice)
     init_seed: int = 0  # random weights (when none are given) are drawn from this seed
     compile: bool = False  # torch.compile the LM step (about a minute on 2 CPU cores, cached on disk)
+    # Moshi-Face: "face_lm.safetensors,face_codec.safetensors" or a folder holding both; None:
+    # the loop's procedural face
+    face_weights: str | None = None
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or self.temperature_text < 0:
@@ -113,7 +116,43 @@ class ModelBackend(SpeechBackend):
         self.weights_loaded = {"lm": lm_file is not None, "mimi": mimi_file is not None,
                                "tokenizer": self.tokenizer.vocab_size is not None}
         self.config_name = opts.config
+        self.face_stepper = self._load_face(opts.face_weights) if opts.face_weights else None
         self.reset(0)
+
+    # ---- Moshi-Face (only with face_weights) ---------------------------------------------------
+    FACE_LM_FILE = "face_lm.safetensors"
+    FACE_CODEC_FILE = "face_codec.safetensors"
+
+    def _load_face(self, spec: str):
+        """FaceLM + face codec from ``face_lm,face_codec`` paths or a folder holding both."""
+        from facebot.model.face_codec import load_face_codec
+        from facebot.model.face_transformer import load_face_lm
+        from facebot.runtime.face_lm_step import FaceLMStep
+
+        parts = [p.strip() for p in spec.split(",") if p.strip()]
+        if len(parts) == 1:
+            if not Path(parts[0]).is_dir():
+                raise ModelLoadError(f"{parts[0]}: no such face weights folder")
+            files = [Path(parts[0]) / self.FACE_LM_FILE, Path(parts[0]) / self.FACE_CODEC_FILE]
+        elif len(parts) == 2:
+            files = [Path(p) for p in parts]
+        else:
+            raise ModelLoadError(f"face weights {spec!r}: give a folder or 'face_lm.safetensors,face_codec.safetensors'")
+        for f in files:
+            if not f.is_file():
+                raise ModelLoadError(f"{f}: no such face weights file")
+        try:
+            stepper = FaceLMStep(self.stepper, load_face_lm(files[0]), load_face_codec(files[1]))
+            stepper.init_state(1)  # a non-causal face codec cannot stream: refuse it now
+        except Exception as err:
+            raise ModelLoadError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+        return stepper
+
+    def _face_frames(self, face) -> list:
+        from facebot.face.flame import FlameFrame, FrameSource
+
+        core = face[0].float().numpy()
+        return [FlameFrame.from_core(core[j], source=FrameSource.MODEL) for j in range(core.shape[0])]
 
     def update_options(self, temperature: float | None = None, top_k: int | None = None) -> None:
         """Live sampling changes (the ROS node's parameter callback calls this)."""
@@ -131,14 +170,15 @@ class ModelBackend(SpeechBackend):
             what = "RANDOM WEIGHTS: untrained, the voice is noise (give --weights)"
         else:
             what = f"weights {self.options.weights}" + ("" if self.weights_loaded["mimi"] else ", RANDOM Mimi codec")
-        return f"model {self.config_name} ({what})"
+        face = "model face" if self.face_stepper is not None else "procedural face"
+        return f"model {self.config_name} ({what}; {face})"
 
     def reset(self, seed: int = 0) -> None:
         from facebot.model.sampling import make_generator
 
         self.enc_state = self.codec.init_encoder_state(1)
         self.dec_state = self.codec.init_decoder_state(1)
-        self.lm_state = self.stepper.init_state(1)
+        self.lm_state = (self.face_stepper or self.stepper).init_state(1)
         self.generator = make_generator(seed)
         self.steps = 0
 
@@ -147,12 +187,20 @@ class ModelBackend(SpeechBackend):
         with torch.inference_mode():
             pcm = torch.from_numpy(np.ascontiguousarray(inp.user_audio, np.float32)).view(1, 1, FRAME_SAMPLES)
             codes, self.enc_state = self.codec.encode_step(pcm, self.enc_state)
-            noise = self.stepper.draw_noise(1, self.generator)
-            tokens, valid, self.lm_state = self._lm_step(codes[:, :, 0], self.lm_state, None, noise)
+            flame = None
+            if self.face_stepper is not None:
+                noise = self.face_stepper.draw_noise(1, self.generator)
+                tokens, valid, _, face, self.lm_state = self.face_stepper.step(
+                    codes[:, :, 0], None, self.lm_state, noise)
+                flame = self._face_frames(face)
+            else:
+                noise = self.stepper.draw_noise(1, self.generator)
+                tokens, valid, self.lm_state = self._lm_step(codes[:, :, 0], self.lm_state, None, noise)
             self.steps += 1
             if not bool(valid):
-                return DuplexOutput(audio=np.zeros(FRAME_SAMPLES, np.float32))
+                return DuplexOutput(audio=np.zeros(FRAME_SAMPLES, np.float32), flame=flame)
             audio, self.dec_state = self.codec.decode_step(tokens[:, 1:].unsqueeze(-1), self.dec_state)
         audio = audio.reshape(-1).numpy()
         speaking = float(np.sqrt(np.mean(np.square(audio)))) > SPEAKING_RMS
-        return DuplexOutput(audio=audio, speaking=speaking, text=self.tokenizer.piece(int(tokens[0, 0])))
+        return DuplexOutput(audio=audio, speaking=speaking, text=self.tokenizer.piece(int(tokens[0, 0])),
+                            flame=flame)

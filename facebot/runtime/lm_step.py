@@ -119,7 +119,21 @@ class LMStep:
              generator: Optional[torch.Generator] = None,
              noise: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
              ) -> Tuple[torch.Tensor, torch.Tensor, State]:
-        """user_codes [B, n_q - dep_q] (the user's Mimi codes of this frame) ->
+        """See :meth:`step_hidden` (this is it without the extra input and outputs)."""
+        out, valid, new_state, _, _ = self.step_hidden(user_codes, state, generator, noise)
+        return out, valid, new_state
+
+    def step_hidden(self, user_codes: torch.Tensor, state: State,
+                    generator: Optional[torch.Generator] = None,
+                    noise: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+                    extra_input: Optional[torch.Tensor] = None,
+                    ) -> Tuple[torch.Tensor, torch.Tensor, State, torch.Tensor, torch.Tensor]:
+        """The step, with what a face head needs: ``extra_input`` [B, dim] (optional) is added to
+        the temporal transformer's summed input embeddings (face streams); returns
+        (tokens, valid, new state, h [B, dim] (temporal output after out_norm), gen [B, 1 + dep_q]
+        (the text and audio tokens generated this frame, before the delay alignment)).
+
+        user_codes [B, n_q - dep_q] (the user's Mimi codes of this frame) ->
         (tokens [B, 1 + dep_q] int64, valid [1] bool, new state).
 
         ``tokens`` = text + the model's audio codebooks, aligned (see module doc); they are
@@ -154,6 +168,8 @@ class LMStep:
         e = F.embedding(inp.clamp(min=0) + rows, table)  # [B, K, D]
         e = e * (inp != ZERO_TOKEN).unsqueeze(-1).to(e.dtype)
         x = e.sum(dim=1, keepdim=True)  # [B, 1, D]
+        if extra_input is not None:
+            x = x + extra_input.unsqueeze(1).to(x.dtype)
 
         # temporal transformer -> text
         tstate, dstate = self._split(state)
@@ -202,7 +218,7 @@ class LMStep:
             new_state["depformer." + k] = v
         new_state["delay_cache"] = cache
         new_state["step"] = new_offset
-        return out, valid, new_state
+        return out, valid, new_state, h[:, 0], gen
 
     __call__ = step
 
