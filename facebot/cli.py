@@ -108,6 +108,14 @@ def _build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--resume", action="store_true", help="continue from --out/codec_last.safetensors")
     tc.add_argument("--seed", type=int, default=0)
 
+    tf = train_sub.add_parser("face", help="stages 1-3 on the synthetic corpus and the system table")
+    tf.add_argument("--out", required=True, help="folder for the corpus, checkpoints and table.json")
+    tf.add_argument("--dialogues", type=int, default=10)
+    tf.add_argument("--seconds", type=float, default=20.0)
+    tf.add_argument("--steps", type=int, default=300, help="stage-2 steps (stage 3: half as many)")
+    tf.add_argument("--codec-steps", type=int, default=300)
+    tf.add_argument("--seed", type=int, default=0)
+
     sample = sub.add_parser("sample", help="make the sample conversation WAV (done by the set-up)")
     sample.add_argument("--out", default=None, help="where to write it (default: the user cache)")
 
@@ -192,6 +200,16 @@ def _corpus(args) -> int:
 
 
 def _train(args) -> int:
+    if args.stage == "face":
+        import json as _json
+
+        from facebot.train.system_table import format_table, run
+
+        result = run(args.dialogues, args.seconds, args.steps, None, args.codec_steps, seed=args.seed,
+                     out_dir=args.out)
+        Path(args.out, "table.json").write_text(_json.dumps(result, indent=1))
+        print(format_table(result))
+        return 0
     from facebot.model.face_codec import FaceCodecConfig
     from facebot.train.codec_train import evaluate_codec, train_codec
     from facebot.train.datasets import DatasetError, DyadicDataset

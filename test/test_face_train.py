@@ -1,14 +1,10 @@
-"""Toy-scale end-to-end run of the Moshi-Face training / evaluation pipeline (bench/face_system_table)."""
+"""Toy-scale end-to-end run of the Moshi-Face training / evaluation pipeline (facebot/train/system_table)."""
 import math
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-from facebot.model.configs import get_config  # noqa: E402
-from facebot.train.face_train import build_tokens  # noqa: E402
+from facebot.model.configs import get_config
+from facebot.train.face_train import build_tokens
 
 
 def test_build_tokens_layout():
@@ -26,7 +22,7 @@ def test_build_tokens_layout():
 
 
 def test_face_system_table_toy(tmp_path):
-    import face_system_table as fst
+    from facebot.train import system_table as fst
     torch.set_num_threads(1)
     r = fst.run(dialogues=3, seconds=8.0, steps=4, joint_steps=2, codec_steps=4, clip_s=2.0,
                 batch=4, out_dir=tmp_path, verbose=False)

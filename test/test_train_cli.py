@@ -22,3 +22,13 @@ def test_corpus_then_codec_training_and_resume(tmp_path, capsys):
 def test_training_on_a_missing_corpus_is_refused(tmp_path, capsys):
     assert cli.main(["train", "codec", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_train_face_prints_the_system_table(tmp_path, capsys):
+    out = tmp_path / "face"
+    assert cli.main(["train", "face", "--out", str(out), "--dialogues", "3", "--seconds", "8",
+                     "--steps", "4", "--codec-steps", "4"]) == 0
+    table = capsys.readouterr().out
+    for row in ("reconstructed face", "random face", "ours", "w/o previous-frame face tokens"):
+        assert row in table
+    assert (out / "table.json").is_file() and (out / "ckpt" / "stage3.safetensors").is_file()
