@@ -22,6 +22,9 @@ __all__ = ["FaceEncoderStep", "FaceDecoderStep"]
 
 
 class _FaceStep(nn.Module):
+    """One direction of the face codec as ``(input, *state) -> (output, *new_state)``;
+    subclasses name their state through ``_init`` (init_encoder_state / init_decoder_state)."""
+
     def __init__(self, codec: FaceCodec, batch_size: int = 1):
         super().__init__()
         if not codec.cfg.causal:
@@ -29,9 +32,6 @@ class _FaceStep(nn.Module):
         self.codec = codec
         self.batch_size = batch_size
         self.state_names: List[str] = list(self._init(batch_size))
-
-    def _init(self, batch_size: int):  # pragma: no cover - overridden
-        raise NotImplementedError
 
     def init_state(self, batch_size: int | None = None) -> Tuple[torch.Tensor, ...]:
         st = self._init(self.batch_size if batch_size is None else batch_size)
