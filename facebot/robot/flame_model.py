@@ -7,7 +7,7 @@ Unpickling a file can run any code the file names, so facebot never unpickles im
 * ``facebot flame-convert INPUT.pkl OUTPUT.npz --i-trust-this-file`` is the one command that
   reads a pickle. Even then it uses ``_RestrictedUnpickler``, which resolves only the names a
   FLAME file needs (numpy array / dtype reconstruction, ``copyreg._reconstructor``, ``set``),
-  turns chumpy and scipy.sparse objects into inert placeholders (their code never runs) and
+  turns chumpy and scipy.sparse objects into inert stand-ins (their code never runs) and
   refuses anything else with a one-line error naming the offending global.
 * It writes a plain ``.npz`` (no object arrays; ``np.load(..., allow_pickle=False)`` reads it)
   and ``FlameModel.load`` reads only that, refusing ``.pkl`` files with a pointer to the
@@ -94,7 +94,7 @@ class _Inert:
     qualname = ""
     state: Any = None  # set by BUILD (``__setstate__``); None if the pickle never sets it
 
-    def __init__(self, *args) -> None:  # REDUCE with a placeholder class
+    def __init__(self, *args) -> None:  # REDUCE with a stand-in class
         if args:
             raise pickle.UnpicklingError(f"unexpected constructor arguments for {self.qualname}")
         self.state: Any = None
@@ -114,7 +114,7 @@ def _inert_class(kind: str, module: str, name: str) -> type:
 
 
 def _safe_reconstructor(cls, base, state):
-    """Stands in for ``copyreg._reconstructor``: only builds placeholders."""
+    """Stands in for ``copyreg._reconstructor``: only builds stand-ins."""
     if not (isinstance(cls, type) and issubclass(cls, _Inert)) or base is not object or state is not None:
         raise pickle.UnpicklingError("copyreg._reconstructor used for something other than a chumpy/scipy object")
     obj = object.__new__(cls)
@@ -176,7 +176,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def _plain_array(value, key: str, where: str) -> np.ndarray:
-    """numpy array from a pickled value: ndarray, chumpy placeholder or sparse placeholder."""
+    """numpy array from a pickled value: ndarray, chumpy stand-in or sparse stand-in."""
     if isinstance(value, np.ndarray):
         arr = value
     elif isinstance(value, _Inert) and value.kind == "chumpy":

@@ -195,6 +195,18 @@ def prepare_split(root, split: str, mimi: MimiCodec, codec: FaceCodec, lm_cfg, c
 
 # ---- training -------------------------------------------------------------------------------
 
+def _temporal_pass(lm: LMModel, face_lm: FaceLM, tokens, prev, user):
+    """Teacher-forced temporal pass with the face streams: (h after out_norm, the tokens
+    generated at each position, their summed input embeddings = e_text + sum(e_audio))."""
+    x = lm.embed_streams(tokens) + face_lm.stream_embedding(prev, user)
+    h = lm.out_norm(lm.transformer(x))
+    gen = tokens[:, :1 + lm.cfg.dep_q, 1:]
+    e_gen = lm._embed(lm.text_emb, gen[:, 0])
+    for k in range(lm.cfg.dep_q):
+        e_gen = e_gen + lm._embed(lm.emb[k], gen[:, k + 1])
+    return h, gen, e_gen
+
+
 def _joint_loss(lm: LMModel, face_lm: FaceLM, batch) -> Tuple[torch.Tensor, torch.Tensor]:
     """(face CE, LM audio CE) with gradients to both (stage 3)."""
     tokens = batch["tokens"]
@@ -202,13 +214,7 @@ def _joint_loss(lm: LMModel, face_lm: FaceLM, batch) -> Tuple[torch.Tensor, torc
     user = batch["user_face"].transpose(1, 2)
     init = face_lm.cfg.initial_token
     prev = torch.cat([torch.full_like(robot[:, :1], init), robot[:, :-1]], 1)
-    D = 1 + lm.cfg.dep_q
-    x = lm.embed_streams(tokens) + face_lm.stream_embedding(prev, user)
-    h = lm.out_norm(lm.transformer(x))
-    gen = tokens[:, :D, 1:]
-    e_gen = lm._embed(lm.text_emb, gen[:, 0])
-    for k in range(lm.cfg.dep_q):
-        e_gen = e_gen + lm._embed(lm.emb[k], gen[:, k + 1])
+    h, gen, e_gen = _temporal_pass(lm, face_lm, tokens, prev, user)
     logits = face_lm.face_transformer(h[:, :-1] + e_gen, prev[:, :-1])
     lf = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), robot[:, :-1].reshape(-1).long())
     al = lm.forward_depformer(h[:, :-1], gen)  # [B, dep_q, S-1, card]
@@ -266,13 +272,7 @@ def train_face_lm(lm: LMModel, face_lm: FaceLM, data: Dict[str, torch.Tensor], s
 
 @torch.no_grad()
 def _face_logits(lm, face_lm, tokens, prev, user):
-    D = 1 + lm.cfg.dep_q
-    x = lm.embed_streams(tokens) + face_lm.stream_embedding(prev, user)
-    h = lm.out_norm(lm.transformer(x))
-    gen = tokens[:, :D, 1:]
-    e_gen = lm._embed(lm.text_emb, gen[:, 0])
-    for k in range(lm.cfg.dep_q):
-        e_gen = e_gen + lm._embed(lm.emb[k], gen[:, k + 1])
+    h, _, e_gen = _temporal_pass(lm, face_lm, tokens, prev, user)
     ft = face_lm.face_transformer
     return ft(h[:, :-1] + e_gen, prev[:, :-1] if ft.cfg.use_prev_tokens else None)
 
