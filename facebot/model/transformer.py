@@ -52,6 +52,7 @@ attention weights are stacked along dim 0 exactly as in Kyutai's files.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -81,6 +82,9 @@ __all__ = [
     "linear",
     "convert_weight",
     "sin_embedding",
+    "slot_attention",
+    "slot_updates",
+    "mask_to_bias",
     "State",
 ]
 
@@ -361,10 +365,11 @@ class _Rope:
 
     __slots__ = ("cis", "cos", "sin")
 
-    def __init__(self, ang: torch.Tensor, dtype: torch.dtype):
+    def __init__(self, ang: torch.Tensor, dtype: torch.dtype, real: bool = False):
         ang = ang[:, None, None, :]  # [T, 1(q|k), 1(H), Dh/2] against [B, T, 2, H, Dh/2]
         # complex multiply: one kernel in eager; inductor has no complex codegen -> real formula
-        if dtype in (torch.float32, torch.float64) and not torch.compiler.is_compiling():
+        # (real=True: exported graphs, which have no complex type)
+        if dtype in (torch.float32, torch.float64) and not real and not torch.compiler.is_compiling():
             cdt = torch.complex64 if dtype == torch.float32 else torch.complex128
             self.cis = torch.polar(torch.ones_like(ang), ang).to(cdt)
             self.cos = self.sin = None
@@ -390,6 +395,42 @@ def sin_embedding(positions: torch.Tensor, dim: int, max_period: float,
 
 # --------------------------------------------------------------------------------------------
 # attention and layer
+
+
+def mask_to_bias(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Boolean "may attend" mask -> additive bias (0 / -inf); built with arithmetic, not a
+    select on bools, so every ONNX runtime has a kernel for it."""
+    keep = mask.to(dtype)
+    return torch.log(keep)  # log(1) = 0, log(0) = -inf
+
+
+def slot_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kc: torch.Tensor,
+                   vc: torch.Tensor, bias_old: torch.Tensor, bias_new: torch.Tensor) -> torch.Tensor:
+    """Attention of q [B, H, T, Dh] over the cached keys kc/vc [B, H, S, Dh] (bias_old [T, S])
+    and the T new keys k/v (bias_new [T, T]) without writing them into the cache: one softmax
+    over both score blocks. Reading the cache where it lies (no concatenation, no scatter) is
+    what keeps an exported step from copying the whole cache every frame."""
+    scale = q.shape[-1] ** -0.5
+    s_old = torch.matmul(q, kc.to(q.dtype).transpose(-1, -2)) * scale + bias_old.to(q.dtype)
+    s_new = torch.matmul(q, k.transpose(-1, -2)) * scale + bias_new.to(q.dtype)
+    p = torch.softmax(torch.cat([s_old, s_new], dim=-1).float(), dim=-1).to(q.dtype)
+    S = kc.shape[2]
+    return torch.matmul(p[..., :S], vc.to(q.dtype)) + torch.matmul(p[..., S:], v)
+
+
+@contextmanager
+def slot_updates(module: nn.Module):
+    """Within the block, every StreamingTransformer in ``module`` returns its new K/V slots
+    instead of writing them (the form an exported graph takes; see StreamingTransformer.step)."""
+    tfs = [m for m in module.modules() if isinstance(m, StreamingTransformer)]
+    before = [t.kv_update for t in tfs]
+    for t in tfs:
+        t.kv_update = "slot"
+    try:
+        yield module
+    finally:
+        for t, b in zip(tfs, before):
+            t.kv_update = b
 
 
 class Attention(nn.Module):
@@ -519,6 +560,10 @@ class StreamingTransformer(nn.Module):
                                                     device=device, dtype=torch.long),
                              persistent=False)  # slot indices of the ring buffer
         self.weights_mode = "none"
+        # "inplace": step() writes the new K/V slots into the state's buffers (torch runtime);
+        # "slot": step() leaves the buffers alone and returns the new slots under the buffers'
+        # names (shape [B, H, T, Dh]) for the runtime to write (exported graphs: see slot_updates)
+        self.kv_update = "inplace"
 
     def reset_buffers(self) -> None:
         """Recompute the non-persistent buffers (after ``to_empty()`` from the meta device)."""
@@ -565,7 +610,7 @@ class StreamingTransformer(nn.Module):
         if not self.use_rope:
             return None
         c = self.cfg
-        return _Rope(rope_angles(pos, c.head_dim, c.max_period), dtype)
+        return _Rope(rope_angles(pos, c.head_dim, c.max_period), dtype, real=self.kv_update == "slot")
 
     # ---- streaming --------------------------------------------------------------------------
     def step(self, x: torch.Tensor, state: State,
@@ -610,6 +655,13 @@ class StreamingTransformer(nn.Module):
             x = x + c.positional_scale * sin_embedding(pos_q, D, c.max_period, x.dtype)
         rope = self._rope(pos_q, x.dtype) if self.use_rope else None
         H, Dh = c.num_heads, c.head_dim
+        slot_bias = None
+        updates: State = {}
+        if self.kv_update == "slot":
+            if c.weights_per_step:
+                raise ValueError("slot updates: the per-step depth transformer is exported by "
+                                 "facebot.export.graphs.DepthGraph")
+            slot_bias = self._slot_biases(offset, pos_q, T)
         for i, layer in enumerate(self.layers):
             kc, vc = state[f"layers.{i}.k"], state[f"layers.{i}.v"]
             wq, bq, wo, bo = layer.self_attn.weights(wi)
@@ -618,7 +670,10 @@ class StreamingTransformer(nn.Module):
             q = qk[:, :, 0].transpose(1, 2)
             k = qk[:, :, 1].transpose(1, 2)
             v = qkv[:, :, 2].transpose(1, 2)
-            if mask is None:  # frame-local (depformer): static slice, no mask needed
+            if slot_bias is not None:
+                o = slot_attention(q, k, v, kc, vc, *slot_bias)
+                updates[f"layers.{i}.k"], updates[f"layers.{i}.v"] = k.to(kc.dtype), v.to(vc.dtype)
+            elif mask is None:  # frame-local (depformer): static slice, no mask needed
                 kc[:, :, step_index:n] = k
                 vc[:, :, step_index:n] = v
                 o = F.scaled_dot_product_attention(q, kc[:, :, :n], vc[:, :, :n])
@@ -630,11 +685,32 @@ class StreamingTransformer(nn.Module):
             x = x + layer.layer_scale_1(o)
             x = layer.ff(x, wi)
         new_state = dict(state)
+        new_state.update(updates)
         if c.weights_per_step:
             new_state["offset"] = torch.full_like(offset, step_index + T)
         else:
             new_state["offset"] = offset + T
         return x, new_state
+
+    def _slot_biases(self, offset: torch.Tensor, pos_q: torch.Tensor, T: int
+                     ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Additive attention biases for "slot" updates: [T, capacity] over the buffers as they
+        are (the slots this call overwrites and positions out of context hidden) and [T, T] over
+        the new keys (causal within context). Together they select exactly the keys that the
+        in-place step attends to after its write."""
+        c, cap = self.cfg, self.capacity
+        slots = self._slots
+        last = offset - 1  # newest position already in the buffers
+        pos_old = last - torch.remainder(last - slots, cap)
+        overwritten = torch.remainder(slots - offset, cap) < T
+        d_old = pos_q[:, None] - pos_old[None, :]
+        m_old = (pos_old >= 0)[None, :] & ~overwritten[None, :]
+        d_new = pos_q[:, None] - pos_q[None, :]
+        m_new = d_new >= 0
+        if c.context is not None:
+            m_old = m_old & (d_old < c.context)
+            m_new = m_new & (d_new < c.context)
+        return mask_to_bias(m_old), mask_to_bias(m_new)
 
     # ---- non-streaming ----------------------------------------------------------------------
     def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:

@@ -41,7 +41,8 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..model.lm import LMModel, ZERO_TOKEN, UNGENERATED_TOKEN
+from ..model.lm import LMModel, ZERO_TOKEN
+from .delays import Delays
 from ..model.transformer import linear
 from ..model.sampling import SamplingConfig, make_generator, sample_token
 
@@ -68,13 +69,11 @@ class LMStep:
         self.weights = weights
         cfg = self.cfg
         dev = model.device
-        self.delays = torch.tensor(cfg.delays, dtype=torch.long, device=dev)
+        self.delays_io = Delays(cfg, dev)
+        self.delays = self.delays_io.delays
         self.max_delay = cfg.max_delay
         self.CT = cfg.max_delay + 2
         self.n_user = cfg.n_q - cfg.dep_q
-        self.initial = model.initial_tokens()  # [K]
-        self._user_delays = self.delays[cfg.dep_q + 1:]
-        self._gen_delays = self.delays[:cfg.dep_q + 1]
         self._emb = model.packed_embeddings()  # built now, not inside a compiled graph
         self._t_keys = self._keys("temporal.", model.transformer.cfg.num_layers)
         self._d_keys = self._keys("depformer.", model.depformer.cfg.num_layers)
@@ -92,8 +91,7 @@ class LMStep:
             state["temporal." + k] = v
         for k, v in m.depformer.init_state(batch_size).items():
             state["depformer." + k] = v
-        state["delay_cache"] = torch.full((batch_size, cfg.num_codebooks, self.CT),
-                                          UNGENERATED_TOKEN, dtype=torch.long, device=m.device)
+        state["delay_cache"] = self.delays_io.init_cache(batch_size, m.device)
         state["step"] = torch.zeros(1, dtype=torch.long, device=m.device)
         return state
 
@@ -148,26 +146,14 @@ class LMStep:
         user_codes = user_codes[:, :self.n_user]
         cache = state["delay_cache"]
         offset = state["step"]
-        CT = self.CT
-        Du = cfg.dep_q + 1
         if noise is None and sp.use_sampling:
             noise = self.draw_noise(B, generator)
         nt, na = noise if noise is not None else (None, None)
 
-        # user audio -> slot (t + delay) of the delay buffer
-        wpos = torch.remainder(offset + self._user_delays, CT)  # [n_user]
-        cache[:, Du:].scatter_(2, wpos.view(1, -1, 1).expand(B, -1, 1), user_codes.unsqueeze(-1))
-        # what the temporal transformer sees this frame: initial tokens until a stream starts
-        inp = cache.index_select(2, torch.remainder(offset, CT))[..., 0]  # [B, K]
-        inp = torch.where(offset <= self.delays, self.initial, inp)
-
-        # summed embeddings (one lookup in the packed table; id -1 contributes zero)
+        inp = self.delay_input(user_codes, cache, offset)
         if not torch.compiler.is_compiling():  # rebuilt if the parameters were replaced
             self._emb = m.packed_embeddings()
-        table, rows = self._emb
-        e = F.embedding(inp.clamp(min=0) + rows, table)  # [B, K, D]
-        e = e * (inp != ZERO_TOKEN).unsqueeze(-1).to(e.dtype)
-        x = e.sum(dim=1, keepdim=True)  # [B, 1, D]
+        x = self.embed_input(inp, self._emb)
         if extra_input is not None:
             x = x + extra_input.unsqueeze(1).to(x.dtype)
 
@@ -203,13 +189,8 @@ class LMStep:
             audio.append(prev)
         gen = torch.stack([text] + audio, dim=1)  # [B, 1 + dep_q]
 
-        # write generated tokens at t + 1, read the aligned output
         new_offset = offset + 1
-        cache[:, :Du].index_copy_(2, torch.remainder(new_offset, CT), gen.unsqueeze(-1))
-        opos = torch.remainder(new_offset - self.max_delay + self._gen_delays, CT)
-        out = cache[:, :Du].gather(2, opos.view(1, -1, 1).expand(B, -1, 1))[..., 0]
-        valid = new_offset > self.max_delay
-        out = torch.where(valid, out, torch.full_like(out, UNGENERATED_TOKEN))
+        out, valid = self.delay_output(gen, cache, new_offset)
 
         new_state: State = {}
         for k, v in tstate.items():
@@ -221,6 +202,26 @@ class LMStep:
         return out, valid, new_state, h[:, 0], gen
 
     __call__ = step
+
+    # ---- the pieces of a step that are not networks (shared with the graph runtime) -------------
+    def delay_input(self, user_codes: torch.Tensor, cache: torch.Tensor,
+                    offset: torch.Tensor) -> torch.Tensor:
+        """See :meth:`Delays.feed`."""
+        return self.delays_io.feed(user_codes, cache, offset)
+
+    def delay_output(self, gen: torch.Tensor, cache: torch.Tensor, new_offset: torch.Tensor
+                     ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """See :meth:`Delays.collect`."""
+        return self.delays_io.collect(gen, cache, new_offset)
+
+    @staticmethod
+    def embed_input(inp: torch.Tensor, packed: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Summed input embeddings [B, 1, D] of the fed tokens [B, K] (one lookup in the packed
+        table; the zero token contributes nothing)."""
+        table, rows = packed
+        e = F.embedding(inp.clamp(min=0) + rows, table)  # [B, K, D]
+        e = e * (inp != ZERO_TOKEN).unsqueeze(-1).to(e.dtype)
+        return e.sum(dim=1, keepdim=True)
 
 
 class LMGen:

@@ -1,0 +1,446 @@
+"""The six graphs of one 80 ms step, as modules with positional tensors in and out.
+
+Each graph is ``forward(*data_inputs, *state) -> (*data_outputs, *state_outputs)`` with static
+shapes (batch, top-k, capacities are fixed when the graph is built):
+
+=============  ==========================================================  ===========================
+graph          data inputs                                                 data outputs
+=============  ==========================================================  ===========================
+encoder        pcm [B, 1, 1920]                                            codes [B, K, 1]
+temporal       tokens [B, 1+n_q], extra [B, D], text_noise, text_temp      text [B], h [B, D]
+depth          h [B, D], prev [B], k [1], audio_noise, audio_temp          token [B]
+decoder        codes [B, dep_q, 1]                                         pcm [B, 1, 1920]
+face_embed     robot_prev [B, N], user [B, N]                              extra [B, D]
+face_head      h [B, D], gen [B, 1+dep_q], prev [B, N], face_noise, temp   face_tokens [B, N], face [B, 2, 56]
+=============  ==========================================================  ===========================
+
+State: every state tensor is an explicit input. Its output is either the next value of the whole
+tensor (``next.<name>``: conv histories, counters) or, for KV ring buffers, only the slots this
+step writes (``slot.<name>`` [B, H, T, Dh]): the attention reads the buffer where it lies and the
+runtime writes the new slots into it in place (:func:`apply_slot_updates`). An exported graph that
+returns a whole updated KV cache copies every cache every frame (ScatterElements / full-cache
+copies dominate the step); one that returns the slot costs what the slot costs. Where a slot goes
+is part of the graph's spec (:class:`SlotRule`): ring buffers use their counter's value before the
+step, the depth transformer's buffers the codebook index ``k``.
+
+Sampling is in the graphs, with its randomness as an input (Exp(1) noise, see
+:mod:`facebot.model.sampling`) and the temperature as a [1] tensor: noise of ones gives greedy
+tokens, so one graph serves both, and temperature changes need no new graph.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..model.codec import MimiCodec
+from ..model.face_codec import FaceCodec
+from ..model.face_transformer import FaceLM
+from ..model.lm import LMModel
+from ..model.transformer import (get_activation, mask_to_bias, rope_tables, apply_rope,
+                                 sin_embedding, slot_attention, slot_updates)
+from ..runtime.lm_step import LMStep
+
+__all__ = ["SlotRule", "StepGraph", "EncoderGraph", "DecoderGraph", "TemporalGraph",
+           "DepthGraph", "FaceEmbedGraph", "FaceHeadGraph", "graph_sample", "build_graphs",
+           "apply_slot_updates"]
+
+
+def graph_sample(logits: torch.Tensor, noise: torch.Tensor, temp: torch.Tensor,
+                 top_k: int) -> torch.Tensor:
+    """Exponential-race sampling with the noise as an input: logits [..., V], noise [..., k]
+    (k = top_k or V), temp [1] -> tokens [...]. Same arithmetic as
+    :func:`facebot.model.sampling.sample_token` with that noise; noise of ones is argmax."""
+    logits = logits.float()
+    V = logits.shape[-1]
+    if 0 < top_k < V:
+        vals, idx = torch.topk(logits, top_k, dim=-1)
+    else:
+        vals, idx = logits, None
+    probs = torch.softmax(vals / temp, dim=-1)
+    choice = torch.argmax(probs / noise, dim=-1, keepdim=True)
+    if idx is None:
+        return choice[..., 0]
+    return idx.gather(-1, choice)[..., 0]
+
+
+@dataclass(frozen=True)
+class SlotRule:
+    """Where the slot output of a KV state goes: axis 2 of the state, indices
+    ``(counter + arange(count)) % capacity`` where counter is the pre-step value of the state
+    ``offset_state`` or of the data input ``index_input``."""
+    capacity: int
+    count: int
+    offset_state: Optional[str] = None
+    index_input: Optional[str] = None
+
+    def indices(self, counter: torch.Tensor) -> torch.Tensor:
+        ar = torch.arange(self.count, device=counter.device, dtype=torch.long)
+        return torch.remainder(counter.reshape(-1)[:1].long() + ar, self.capacity)
+
+    def to_dict(self) -> dict:
+        return {"capacity": self.capacity, "count": self.count,
+                "offset_state": self.offset_state, "index_input": self.index_input}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SlotRule":
+        return cls(int(d["capacity"]), int(d["count"]), d.get("offset_state"), d.get("index_input"))
+
+
+def apply_slot_updates(state: Dict[str, torch.Tensor], updates: Dict[str, torch.Tensor],
+                       rules: Dict[str, SlotRule], data_inputs: Dict[str, torch.Tensor]) -> None:
+    """Write each slot output into its state buffer (in place), using the counters' pre-step
+    values: call before the counters are replaced by their next values."""
+    for name, upd in updates.items():
+        rule = rules[name]
+        counter = state[rule.offset_state] if rule.offset_state else data_inputs[rule.index_input]
+        state[name].index_copy_(2, rule.indices(counter), upd)
+
+
+class StepGraph(nn.Module):
+    """Base of the graphs: names, example inputs, and which state outputs are slots."""
+
+    name: str = ""
+    data_inputs: Sequence[str] = ()
+    data_outputs: Sequence[str] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state_names: List[str] = []
+        self.slot_rules: Dict[str, SlotRule] = {}
+        self.meta: dict = {}  # graph facts the runtime needs (recorded in the manifest)
+        self.training = False
+
+    # subclasses: init_state(B) -> dict, example_data(B) -> tuple, forward
+    def init_state(self) -> Dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def example_data(self) -> Tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
+    def train(self, mode: bool = True) -> "StepGraph":
+        return super().train(False)  # a step graph is inference only
+
+    def example_inputs(self) -> Tuple[torch.Tensor, ...]:
+        st = self.init_state()
+        return (*self.example_data(), *[st[k] for k in self.state_names])
+
+    @property
+    def input_names(self) -> List[str]:
+        return list(self.data_inputs) + ["state." + k for k in self.state_names]
+
+    @property
+    def output_names(self) -> List[str]:
+        return list(self.data_outputs) + [
+            ("slot." if k in self.slot_rules else "next.") + k for k in self.state_names]
+
+    def _ring_rules(self, state: Dict[str, torch.Tensor], new: Dict[str, torch.Tensor]) -> None:
+        """KV ring buffers (names ``<prefix>layers.{i}.k|v``) whose step output is smaller than
+        the buffer are slots, counted by ``<prefix>offset``."""
+        for k in self.state_names:
+            if new[k].shape != state[k].shape:
+                prefix = k.rsplit("layers.", 1)[0]
+                self.slot_rules[k] = SlotRule(capacity=state[k].shape[2], count=new[k].shape[2],
+                                              offset_state=prefix + "offset")
+
+    def _pack(self, data: Tuple[torch.Tensor, ...], new: Dict[str, torch.Tensor]):
+        return (*data, *[new[k] for k in self.state_names])
+
+
+class _CodecGraph(StepGraph):
+    def __init__(self, codec: MimiCodec, batch_size: int = 1):
+        super().__init__()
+        self.codec = codec.eval()
+        self.batch_size = batch_size
+        st = self.init_state()
+        self.state_names = list(st)
+        with torch.inference_mode(), slot_updates(self.codec):
+            _, new = self._step(self.example_data()[0], dict(st))
+        self._ring_rules(st, new)
+
+    def forward(self, x: torch.Tensor, *state: torch.Tensor):
+        with slot_updates(self.codec):
+            y, new = self._step(x, dict(zip(self.state_names, state)))
+        return self._pack((y,), new)
+
+
+class EncoderGraph(_CodecGraph):
+    """Mimi encoder step: pcm [B, 1, frame] -> codes [B, K, 1] (int64)."""
+    name, data_inputs, data_outputs = "encoder", ("pcm",), ("codes",)
+
+    def init_state(self):
+        return self.codec.init_encoder_state(self.batch_size)
+
+    def example_data(self):
+        return (torch.zeros(self.batch_size, 1, self.codec.frame_size, dtype=self.codec.dtype),)
+
+    def _step(self, x, state):
+        return self.codec.encode_step(x, state)
+
+
+class DecoderGraph(_CodecGraph):
+    """Mimi decoder step: codes [B, dep_q, 1] (int64) -> pcm [B, 1, frame]."""
+    name, data_inputs, data_outputs = "decoder", ("codes",), ("pcm",)
+
+    def __init__(self, codec: MimiCodec, num_codebooks: int, batch_size: int = 1):
+        self.num_codebooks = num_codebooks
+        super().__init__(codec, batch_size)
+
+    def init_state(self):
+        return self.codec.init_decoder_state(self.batch_size)
+
+    def example_data(self):
+        return (torch.zeros(self.batch_size, self.num_codebooks, 1, dtype=torch.long),)
+
+    def _step(self, x, state):
+        return self.codec.decode_step(x, state)
+
+
+def _noise_width(top_k: int, vocab: int) -> int:
+    return top_k if 0 < top_k < vocab else vocab
+
+
+class TemporalGraph(StepGraph):
+    """Temporal transformer step: the fed tokens [B, K] (after the delay bookkeeping, which the
+    runtime does: :meth:`LMStep.delay_input`) + extra input [B, D] (face streams; zeros without
+    a face) -> text token [B] (sampled with text_noise [B, k_text] at text_temp [1]) and the
+    temporal output h [B, D] (after out_norm) that the depth and face graphs read."""
+    name = "temporal"
+    data_inputs = ("tokens", "extra", "text_noise", "text_temp")
+    data_outputs = ("text", "h")
+
+    def __init__(self, lm: LMModel, top_k_text: int, batch_size: int = 1):
+        super().__init__()
+        self.lm = lm.eval()
+        self.batch_size = batch_size
+        self.top_k = _noise_width(top_k_text, lm.cfg.text_out_card)
+        table, rows = lm.packed_embeddings()
+        self.register_buffer("table", table.detach().clone(), persistent=False)
+        self.register_buffer("rows", rows.clone(), persistent=False)
+        st = self.init_state()
+        self.state_names = list(st)
+        with torch.inference_mode(), slot_updates(self.lm.transformer):
+            _, new = self.lm.transformer.step(torch.zeros(batch_size, 1, lm.cfg.dim), dict(st))
+        self._ring_rules(st, new)
+
+    def init_state(self):
+        return self.lm.transformer.init_state(self.batch_size)
+
+    def example_data(self):
+        B, c = self.batch_size, self.lm.cfg
+        return (torch.zeros(B, c.num_codebooks, dtype=torch.long), torch.zeros(B, c.dim),
+                torch.ones(B, self.top_k), torch.ones(1))
+
+    def forward(self, tokens, extra, text_noise, text_temp, *state):
+        lm = self.lm
+        x = LMStep.embed_input(tokens, (self.table, self.rows))
+        x = x + extra.unsqueeze(1).to(x.dtype)
+        with slot_updates(lm.transformer):
+            h, new = lm.transformer.step(x, dict(zip(self.state_names, state)))
+        h = lm.out_norm(h)
+        logits = F.linear(h, lm.text_linear.weight, lm.text_linear.bias)[:, 0]
+        text = graph_sample(logits, text_noise, text_temp, self.top_k)
+        return self._pack((text, h[:, 0]), new)
+
+
+class DepthGraph(StepGraph):
+    """One depth-transformer substep with the codebook index as an input: h [B, D], the
+    previous token of the frame prev [B] (the text token for k = 0), k [1] -> audio token k [B].
+
+    The per-codebook weights (depformer_in, input embedding, attention, gating, output head)
+    are stacked along a leading axis and gathered by ``k``, so the same graph runs all dep_q
+    substeps. The depth KV buffers [B, H, dep_q, Dh] get their slot k written by the runtime;
+    slots < k are attended (the frame's earlier codebooks), so they never need clearing."""
+    name = "depth"
+    data_inputs = ("h", "prev", "k", "audio_noise", "audio_temp")
+    data_outputs = ("token",)
+
+    def __init__(self, lm: LMModel, top_k: int, batch_size: int = 1):
+        super().__init__()
+        cfg, tf = lm.cfg, lm.depformer
+        tc = tf.cfg
+        if tc.bias_attn or tc.bias_ff or any(li.bias is not None for li in lm.linears):
+            raise ValueError("depth graph: biases in the depth transformer are not supported")
+        if tc.gating == "none" or not tc.weights_per_step:
+            raise ValueError("depth graph: needs the per-step gated depth transformer (moshi's)")
+        if len({g.hidden for layer in tf.layers for g in layer.gating}) != 1:
+            raise ValueError("depth graph: per-step FF widths differ, cannot stack them")
+        self.lm = lm.eval()
+        self.batch_size = batch_size
+        self.dep_q, self.dd = cfg.dep_q, cfg.depformer_dim
+        self.top_k = _noise_width(top_k, cfg.card)
+        self.H, self.Dh = tc.num_heads, tc.head_dim
+        self.hidden = tf.layers[0].gating[0].hidden
+        self.act = get_activation(tc.gating)
+        self.use_rope, self.use_sin = tf.use_rope, tf.use_sin
+        ks = range(cfg.dep_q)
+        sched = [tf._weight_index(k) for k in ks]
+        det = lambda ts: torch.stack([t.detach() for t in ts]).clone()  # noqa: E731
+        self.register_buffer("w_dep_in", det([lm.depformer_in[lm._dep_in_index(k)].weight for k in ks]),
+                             persistent=False)
+        embs = [lm.depformer_text_emb.weight] + [lm.depformer_emb[k - 1].weight for k in range(1, cfg.dep_q)]
+        rows = torch.tensor([0] + [e.shape[0] for e in embs[:-1]]).cumsum(0)
+        self.register_buffer("emb_table", torch.cat([e.detach() for e in embs]).clone(), persistent=False)
+        self.register_buffer("emb_rows", rows, persistent=False)
+        self.register_buffer("w_out", det([li.weight for li in lm.linears]), persistent=False)
+        if lm.depformer_norms is not None:
+            if any(len(list(n.parameters())) != 1 for n in lm.depformer_norms):
+                raise ValueError("depth graph: only RMS depformer norms are supported")
+            self.register_buffer("norm_alpha", det([next(n.parameters()).reshape(-1) for n in lm.depformer_norms]),
+                                 persistent=False)
+            self.norm_eps = lm.depformer_norms[0].eps
+        else:
+            self.norm_alpha = None
+        d = self.dd
+        for i, layer in enumerate(tf.layers):
+            a = layer.self_attn
+            self.register_buffer(f"w_qkv{i}", a.in_proj_weight.detach().view(-1, 3 * d, d)[sched].clone(),
+                                 persistent=False)
+            self.register_buffer(f"w_o{i}", a.out_proj.weight.detach().view(-1, d, d)[sched].clone(),
+                                 persistent=False)
+            self.register_buffer(f"w_gin{i}", det([layer.gating[w].linear_in.weight for w in sched]),
+                                 persistent=False)
+            self.register_buffer(f"w_gout{i}", det([layer.gating[w].linear_out.weight for w in sched]),
+                                 persistent=False)
+        self.register_buffer("_slots", torch.arange(cfg.dep_q), persistent=False)
+        self.state_names = [f"layers.{i}.{kv}" for i in range(tc.num_layers) for kv in ("k", "v")]
+        cap = tf.capacity
+        self.slot_rules = {n: SlotRule(capacity=cap, count=1, index_input="k") for n in self.state_names}
+
+    def init_state(self):
+        st = self.lm.depformer.init_state(self.batch_size)
+        return {k: st[k] for k in self.state_names}
+
+    def example_data(self):
+        B = self.batch_size
+        return (torch.zeros(B, self.lm.cfg.dim), torch.zeros(B, dtype=torch.long),
+                torch.zeros(1, dtype=torch.long), torch.ones(B, self.top_k), torch.ones(1))
+
+    @staticmethod
+    def _pick(w: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return w.index_select(0, k)[0]
+
+    def forward(self, h, prev, k, audio_noise, audio_temp, *state):
+        B, H, Dh, d = h.shape[0], self.H, self.Dh, self.dd
+        tf = self.lm.depformer
+        x = F.linear(h, self._pick(self.w_dep_in, k))
+        x = x + F.embedding(prev + self.emb_rows.index_select(0, k), self.emb_table)
+        x = x.unsqueeze(1)  # [B, 1, d]
+        if self.use_sin:
+            x = x + tf.cfg.positional_scale * sin_embedding(k, d, tf.cfg.max_period, x.dtype)
+        cos_sin = rope_tables(k, Dh, tf.cfg.max_period, x.dtype) if self.use_rope else None
+        bias_old = mask_to_bias((self._slots < k).unsqueeze(0))  # [1, cap]
+        bias_new = torch.zeros(1, 1, dtype=bias_old.dtype)
+        outs = []
+        for i, layer in enumerate(tf.layers):
+            kc, vc = state[2 * i], state[2 * i + 1]
+            qkv = F.linear(layer.norm1(x), self._pick(getattr(self, f"w_qkv{i}"), k)).view(B, 1, 3, H, Dh)
+            q, kk, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+            if cos_sin is not None:
+                cos, sin = cos_sin[0][:, None, :], cos_sin[1][:, None, :]
+                q, kk = apply_rope(q, cos, sin), apply_rope(kk, cos, sin)
+            q, kk, v = q.transpose(1, 2), kk.transpose(1, 2), v.transpose(1, 2)
+            o = slot_attention(q, kk, v, kc, vc, bias_old, bias_new)
+            o = F.linear(o.transpose(1, 2).reshape(B, 1, d), self._pick(getattr(self, f"w_o{i}"), k))
+            x = x + layer.layer_scale_1(o)
+            g = F.linear(layer.norm2(x), self._pick(getattr(self, f"w_gin{i}"), k)).view(B, 1, 2, self.hidden)
+            u = F.linear(self.act(g[..., 0, :]) * g[..., 1, :], self._pick(getattr(self, f"w_gout{i}"), k))
+            x = x + layer.layer_scale_2(u)
+            outs += [kk.to(kc.dtype), v.to(vc.dtype)]
+        y = x[:, 0]
+        if self.norm_alpha is not None:
+            y = y * torch.rsqrt(y.float().pow(2).mean(-1, keepdim=True) + self.norm_eps).to(y.dtype)
+            y = y * self._pick(self.norm_alpha, k)
+        logits = F.linear(y, self._pick(self.w_out, k))
+        token = graph_sample(logits, audio_noise, audio_temp, self.top_k)
+        return (token, *outs)
+
+
+class FaceEmbedGraph(StepGraph):
+    """Face input streams: the robot's face tokens of the previous frame and the user's of
+    this frame [B, N] (id K = none yet) -> the extra input of the temporal graph [B, D]."""
+    name = "face_embed"
+    data_inputs = ("robot_prev", "user")
+    data_outputs = ("extra",)
+
+    def __init__(self, face_lm: FaceLM, batch_size: int = 1):
+        super().__init__()
+        self.face_lm = face_lm.eval()
+        self.batch_size = batch_size
+
+    def init_state(self):
+        return {}
+
+    def example_data(self):
+        c = self.face_lm.cfg
+        t = torch.full((self.batch_size, c.num_tokens), c.initial_token, dtype=torch.long)
+        return (t, t.clone())
+
+    def forward(self, robot_prev, user):
+        return (self.face_lm.stream_embedding(robot_prev, user),)
+
+
+class FaceHeadGraph(StepGraph):
+    """Face Transformer + face codec decoder step: h [B, D], this frame's generated tokens
+    gen [B, 1 + dep_q], the previous robot face tokens prev [B, N] -> face tokens [B, N]
+    (sampled with face_noise [B, N, k] at face_temp [1]) and two FLAME core frames [B, 2, 56]."""
+    name = "face_head"
+    data_inputs = ("h", "gen", "prev", "face_noise", "face_temp")
+    data_outputs = ("face_tokens", "face")
+
+    def __init__(self, lm: LMModel, face_lm: FaceLM, codec: FaceCodec, top_k: int = 0,
+                 batch_size: int = 1):
+        super().__init__()
+        self.face_lm, self.codec = face_lm.eval(), codec.eval()
+        self.batch_size = batch_size
+        self.dep_q = lm.cfg.dep_q
+        self.top_k = _noise_width(top_k, face_lm.cfg.codebook_size)
+        self.meta = {"face_initial": int(face_lm.cfg.initial_token)}
+        table, rows = lm.packed_embeddings()
+        n = lm.cfg.dep_q + 1
+        self.register_buffer("table", table.detach().clone(), persistent=False)
+        self.register_buffer("rows", rows[:n].clone(), persistent=False)
+        st = self.init_state()
+        self.state_names = list(st)
+        tok = torch.zeros(batch_size, face_lm.cfg.num_tokens, 1, dtype=torch.long)
+        with torch.inference_mode(), slot_updates(self.codec):
+            _, new = self.codec.decode_step(tok, dict(st))
+        self._ring_rules(st, new)
+
+    def init_state(self):
+        return self.codec.init_decoder_state(self.batch_size)
+
+    def example_data(self):
+        B, c = self.batch_size, self.face_lm.cfg
+        prev = torch.full((B, c.num_tokens), c.initial_token, dtype=torch.long)
+        return (torch.zeros(B, c.dim_in), torch.zeros(B, self.dep_q + 1, dtype=torch.long), prev,
+                torch.ones(B, c.num_tokens, self.top_k), torch.ones(1))
+
+    def forward(self, h, gen, prev, face_noise, face_temp, *state):
+        e_gen = F.embedding(gen + self.rows, self.table).sum(1)
+        ft = self.face_lm.face_transformer
+        e_all = (h + e_gen.to(h.dtype)).to(ft.in_proj.weight.dtype)
+        logits = ft(e_all, prev if ft.cfg.use_prev_tokens else None)
+        tokens = graph_sample(logits, face_noise, face_temp, self.top_k)
+        with slot_updates(self.codec):
+            face, new = self.codec.decode_step(tokens.unsqueeze(-1), dict(zip(self.state_names, state)))
+        return self._pack((tokens, face), new)
+
+
+def build_graphs(codec: MimiCodec, lm: LMModel, top_k_text: int, top_k: int,
+                 face_lm: Optional[FaceLM] = None, face_codec: Optional[FaceCodec] = None,
+                 face_top_k: int = 0, batch_size: int = 1) -> Dict[str, StepGraph]:
+    """All graphs of one model, by name (the face graphs only with a face model)."""
+    graphs: Dict[str, StepGraph] = {
+        "encoder": EncoderGraph(codec, batch_size),
+        "temporal": TemporalGraph(lm, top_k_text, batch_size),
+        "depth": DepthGraph(lm, top_k, batch_size),
+        "decoder": DecoderGraph(codec, lm.cfg.dep_q, batch_size),
+    }
+    if face_lm is not None and face_codec is not None:
+        graphs["face_embed"] = FaceEmbedGraph(face_lm, batch_size)
+        graphs["face_head"] = FaceHeadGraph(lm, face_lm, face_codec, face_top_k, batch_size)
+    return graphs

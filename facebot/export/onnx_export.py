@@ -1,0 +1,178 @@
+"""Export the step graphs to ONNX, with a manifest that says what they were made from.
+
+Each graph of :mod:`facebot.export.graphs` goes through ``torch.onnx.export`` (the torch.export
+based exporter: the state is explicit, so nothing is baked in) at a fixed batch size. The fp16
+variant converts the exported fp32 graph (onnxruntime's float16 converter) with every float
+input and output in fp16 too: the KV buffers are then half the bytes, which is the point on a
+memory-bound device. Graphs whose weights pass ``external_data_threshold`` (2 GB by default,
+protobuf's limit) keep them in a ``<graph>.onnx.data`` file beside the graph.
+
+The manifest (``manifest.json``) records the config, the weights' hash, the opset, the
+precision, and per graph its file, inputs and outputs (name, shape, dtype), state names, slot
+rules and the file of its initial state; the runtimes read only the manifest, the graphs and the
+initial states.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Dict, Iterable, Optional
+
+import torch
+
+from .graphs import StepGraph
+
+__all__ = ["MANIFEST", "OPSET", "weights_hash", "export_graph", "export_graphs", "read_manifest",
+           "ManifestError"]
+
+MANIFEST = "manifest.json"
+OPSET = 18
+FORMAT_VERSION = 1
+TWO_GB = 2 * 1024 ** 3
+
+
+class ManifestError(Exception):
+    """A missing, unreadable or mismatched export; ``str()`` names the folder and the cause."""
+
+
+def weights_hash(modules: Iterable[torch.nn.Module]) -> str:
+    """blake2b over every parameter and persistent buffer (names, dtypes, shapes, bytes): the key
+    that says an exported graph or engine was made from these weights."""
+    h = hashlib.blake2b(digest_size=16)
+    for m in modules:
+        for name, t in sorted(m.state_dict().items()):
+            t = t.detach()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            if t.device.type == "meta":
+                continue
+            t = t.contiguous().cpu()
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _dtype_name(t: torch.Tensor) -> str:
+    return str(t.dtype).replace("torch.", "")
+
+
+def _io_spec(names, tensors) -> list:
+    return [{"name": n, "shape": list(t.shape), "dtype": _dtype_name(t)} for n, t in zip(names, tensors)]
+
+
+def _to_fp16(path: Path, external: bool) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(path))
+    # keep_io_types=False: state and activations cross the graph boundary in fp16 as well
+    half = convert_float_to_float16(model, keep_io_types=False, disable_shape_infer=True)
+    _save(half, path, external)
+
+
+def _save(model, path: Path, external: bool) -> None:
+    import onnx
+
+    data = path.with_name(path.name + ".data")
+    if data.exists():
+        data.unlink()
+    if external:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data.name, size_threshold=1024)
+    else:
+        onnx.save_model(model, str(path))
+
+
+def export_graph(graph: StepGraph, path: Path, precision: str = "fp32", opset: int = OPSET,
+                 external_data_threshold: int = TWO_GB) -> dict:
+    """One graph to ``path``; returns its manifest entry."""
+    import onnx
+
+    path = Path(path)
+    args = graph.example_inputs()
+    with torch.inference_mode():
+        outs = graph(*args)
+    weight_bytes = sum(b.numel() * b.element_size() for b in graph.buffers()) + \
+        sum(p.numel() * p.element_size() for p in graph.parameters())
+    external = weight_bytes >= external_data_threshold
+    prog = torch.onnx.export(graph, tuple(a.clone() for a in args), None, dynamo=True,
+                             input_names=graph.input_names, output_names=graph.output_names,
+                             opset_version=opset, optimize=True, verbose=False)
+    _save(prog.model_proto, path, external)
+    onnx.checker.check_model(str(path))
+    if precision == "fp16":
+        _to_fp16(path, external)
+    elif precision != "fp32":
+        raise ValueError(f"precision must be fp32 or fp16, got {precision!r}")
+
+    def spec(entries):
+        for e in entries:
+            if precision == "fp16" and e["dtype"] == "float32":
+                e["dtype"] = "float16"
+        return entries
+
+    init = graph.init_state()
+    state_file = path.with_suffix(".state.safetensors")
+    if init:
+        from safetensors.torch import save_file
+        save_file({k: v.contiguous() for k, v in init.items()}, str(state_file))
+    return {
+        "file": path.name,
+        "external_data": (path.name + ".data") if external else None,
+        "inputs": spec(_io_spec(graph.input_names, args)),
+        "outputs": spec(_io_spec(graph.output_names, outs)),
+        "data_inputs": list(graph.data_inputs),
+        "data_outputs": list(graph.data_outputs),
+        "state": list(graph.state_names),
+        "slots": {k: r.to_dict() for k, r in graph.slot_rules.items()},
+        "init_state": state_file.name if init else None,
+        "weight_bytes": int(weight_bytes),
+        "meta": dict(graph.meta),
+        **{k: getattr(graph, k) for k in ("top_k",) if hasattr(graph, k)},
+    }
+
+
+def export_graphs(graphs: Dict[str, StepGraph], out_dir: Path, meta: dict, precision: str = "fp32",
+                  opset: int = OPSET, external_data_threshold: int = TWO_GB,
+                  log=print) -> dict:
+    """Export every graph into ``out_dir`` and write the manifest (last, so a folder with a
+    manifest is a complete export). ``meta`` holds the config, weights hash and sampling."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MANIFEST).unlink(missing_ok=True)
+    entries = {}
+    for name, g in graphs.items():
+        t0 = time.perf_counter()
+        entries[name] = export_graph(g, out_dir / f"{name}.onnx", precision, opset,
+                                     external_data_threshold)
+        log(f"  {name}: {entries[name]['weight_bytes'] / 1e6:.1f} MB of weights, "
+            f"{len(entries[name]['state'])} state tensors, {time.perf_counter() - t0:.1f} s")
+    manifest = {"format": FORMAT_VERSION, "opset": opset, "precision": precision,
+                "torch": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                **meta, "graphs": entries}
+    tmp = out_dir / (MANIFEST + ".partial")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, out_dir / MANIFEST)
+    return manifest
+
+
+def read_manifest(folder: Path, expect: Optional[dict] = None) -> dict:
+    """The manifest of an export folder; with ``expect``, every key given must match (weights
+    hash, config, precision...), else :class:`ManifestError` says which differs."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise ManifestError(f"{folder}: no {MANIFEST} (not an export, or an interrupted one)") from None
+    except (OSError, ValueError) as err:
+        raise ManifestError(f"{folder / MANIFEST}: unreadable ({err})") from None
+    if manifest.get("format") != FORMAT_VERSION:
+        raise ManifestError(f"{folder}: export format {manifest.get('format')} != {FORMAT_VERSION}")
+    for key, value in (expect or {}).items():
+        if manifest.get(key) != value:
+            raise ManifestError(f"{folder}: exported for {key}={manifest.get(key)!r}, need {value!r}")
+    for name, g in manifest.get("graphs", {}).items():
+        if not (folder / g["file"]).is_file():
+            raise ManifestError(f"{folder}: graph {name} file {g['file']} is missing")
+    return manifest
