@@ -63,6 +63,15 @@ def _build_parser() -> argparse.ArgumentParser:
     model.add_argument("--face-weights", default=None,
                        help="folder with face_lm.safetensors + face_codec.safetensors: the model's own face "
                             "(default: the procedural face follows the model's voice)")
+    model.add_argument("--runtime", default=None, choices=["torch", "onnxruntime", "tensorrt"],
+                       help="where the model step runs: torch (default), or the exported graphs on "
+                            "onnxruntime / TensorRT (exported on first use, see `facebot export`)")
+    model.add_argument("--export-dir", default=None,
+                       help="exported graphs folder (default ~/.cache/facebot/graphs/<model>)")
+    model.add_argument("--precision", default=None, choices=["fp32", "fp16"], help="exported graphs' precision")
+    model.add_argument("--ort-device", default=None, choices=["cpu", "cuda"], help="onnxruntime device")
+    model.add_argument("--force-engine-update", action="store_true",
+                       help="re-export the graphs and rebuild TensorRT engines even if cached")
     common.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
     common.add_argument("--head", default=None,
                         help="actuator mapping YAML (default: config/head_reference.yaml); 'none' for no head")
@@ -134,6 +143,11 @@ def _build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--min-weight", type=float, default=1e-3, help="drop terms with smaller |weight| (default 1e-3)")
     cal.add_argument("--force", action="store_true", help="replace --out if it exists")
 
+    exp = sub.add_parser("export", parents=[common],
+                         help="export the model's step graphs to ONNX (for onnxruntime / TensorRT)")
+    exp.add_argument("--check", type=int, default=0, metavar="FRAMES",
+                     help="then stream FRAMES frames through onnxruntime and the torch graphs and "
+                          "print the largest differences")
     conv = sub.add_parser("flame-convert",
                           help="convert the official FLAME model pickle to a safe .npz (the only command that reads a pickle)")
     conv.add_argument("input", help="FLAME model pickle (generic_model.pkl / flame2023.pkl)")
@@ -159,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             return _calibrate(args)
         if args.command == "flame-convert":
             return _flame_convert(args)
+        if args.command == "export":
+            return _export(args)
     except KeyboardInterrupt:
         print("facebot: interrupted; no output kept", file=sys.stderr)
         return 130
@@ -232,6 +248,39 @@ def _train(args) -> int:
     print(f"{'val' if val_set else 'train'}: mean L2 {report['mean_l2']:.4f} (mean-face {report['baseline_mean_l2']:.4f}), "
           f"lip {report['lip_error']:.4f}, normalised perplexity {report['perplexity']:.2f}")
     print(f"checkpoints in {args.out}/ (face_codec.safetensors, codec_last.safetensors, metrics.jsonl)")
+    return 0
+
+
+def _export(args) -> int:
+    """`facebot export`: the model backend's networks (same flags as `run --backend model`) to an
+    export folder; --check streams frames through the result."""
+    from facebot.export.model_export import ensure_export
+    from facebot.pipeline.backends import model_options
+    from facebot.pipeline.model_backend import ModelBackend
+
+    extras = {"model_config": args.config or "small", "weights_path": args.weights,
+              "mimi_weights": args.mimi_weights, "tokenizer": args.tokenizer,
+              "temperature": args.temperature, "top_k": args.top_k, "greedy": args.greedy or None,
+              "threads": args.threads, "face_weights": args.face_weights}
+    try:
+        backend = ModelBackend(model_options(extras))  # torch: only to hold the networks
+    except ValueError as err:
+        raise _UserError(str(err)) from None
+    out = Path(args.out) if args.out else (Path(args.export_dir) if args.export_dir else None)
+    fs = backend.face_stepper
+    t0 = time.perf_counter()
+    folder, manifest = ensure_export(out, backend.codec, backend.lm, backend.stepper.sampling,
+                                     args.precision or "fp32", fs.face_lm if fs else None,
+                                     fs.codec if fs else None, force=args.force or args.force_engine_update)
+    print(f"{folder}: {len(manifest['graphs'])} graphs ({', '.join(manifest['graphs'])}), "
+          f"{manifest['precision']}, opset {manifest['opset']}, weights {manifest['weights_hash'][:12]} "
+          f"({backend.describe()}), {time.perf_counter() - t0:.0f} s")
+    if args.check:
+        from facebot.export.verify import compare_runtimes
+
+        report = compare_runtimes(folder, manifest, backend, frames=args.check, seed=args.seed)
+        for line in report["lines"]:
+            print(line)
     return 0
 
 
@@ -356,10 +405,15 @@ def _build_pipeline(args):
     extras = {"model_config": model_config, "weights_path": args.weights, "mimi_weights": args.mimi_weights,
               "tokenizer": args.tokenizer, "temperature": args.temperature, "top_k": args.top_k,
               "greedy": args.greedy or None, "weights_mode": args.weights_mode, "threads": args.threads,
-              "compile": args.compile or None, "face_weights": args.face_weights}
+              "compile": args.compile or None, "face_weights": args.face_weights, **_runtime_extras(args)}
     loop = DuplexLoop(make_backend(BackendOptions(name=args.backend, scripted=scripted_cfg, extras=extras)),
                       loop_cfg, seed=args.seed)
     return loop, head, renderer
+
+
+def _runtime_extras(args) -> dict:
+    return {"runtime": args.runtime, "engine_path": args.export_dir, "precision": args.precision,
+            "device": args.ort_device, "force_engine_update": args.force_engine_update or None}
 
 
 def _run_inputs(args, t0_ns: int):

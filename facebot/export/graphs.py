@@ -199,6 +199,12 @@ class DecoderGraph(_CodecGraph):
         return self.codec.decode_step(x, state)
 
 
+def _need_parameters(lm: LMModel) -> None:
+    if getattr(lm, "weights_mode", "none") != "none":
+        raise ValueError("export needs the model's own parameters (weights_mode none), "
+                         f"not its {lm.weights_mode} copies")
+
+
 def _noise_width(top_k: int, vocab: int) -> int:
     return top_k if 0 < top_k < vocab else vocab
 
@@ -214,6 +220,7 @@ class TemporalGraph(StepGraph):
 
     def __init__(self, lm: LMModel, top_k_text: int, batch_size: int = 1):
         super().__init__()
+        _need_parameters(lm)
         self.lm = lm.eval()
         self.batch_size = batch_size
         self.top_k = _noise_width(top_k_text, lm.cfg.text_out_card)
@@ -260,6 +267,7 @@ class DepthGraph(StepGraph):
 
     def __init__(self, lm: LMModel, top_k: int, batch_size: int = 1):
         super().__init__()
+        _need_parameters(lm)
         cfg, tf = lm.cfg, lm.depformer
         tc = tf.cfg
         if tc.bias_attn or tc.bias_ff or any(li.bias is not None for li in lm.linears):

@@ -14,10 +14,14 @@ initial states.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
+import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Dict, Iterable, Optional
 
@@ -84,6 +88,23 @@ def _save(model, path: Path, external: bool) -> None:
         onnx.save_model(model, str(path))
 
 
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter's progress chatter and deprecation notices are not the user's business."""
+    names = ("torch.onnx", "torch.export", "onnxscript", "onnx_ir", "torch._dynamo")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
+
+
 def export_graph(graph: StepGraph, path: Path, precision: str = "fp32", opset: int = OPSET,
                  external_data_threshold: int = TWO_GB) -> dict:
     """One graph to ``path``; returns its manifest entry."""
@@ -93,13 +114,23 @@ def export_graph(graph: StepGraph, path: Path, precision: str = "fp32", opset: i
     args = graph.example_inputs()
     with torch.inference_mode():
         outs = graph(*args)
-    weight_bytes = sum(b.numel() * b.element_size() for b in graph.buffers()) + \
-        sum(p.numel() * p.element_size() for p in graph.parameters())
+    with _quiet_exporter():
+        prog = torch.onnx.export(graph, tuple(a.clone() for a in args), None, dynamo=True,
+                                 input_names=graph.input_names, output_names=graph.output_names,
+                                 opset_version=opset, optimize=True, verbose=False)
+    # the weights the graph really holds (its initializers), not the modules it borrows from
+    weight_bytes = sum(v.const_value.nbytes for v in prog.model.graph.initializers.values()
+                       if v.const_value is not None)
     external = weight_bytes >= external_data_threshold
-    prog = torch.onnx.export(graph, tuple(a.clone() for a in args), None, dynamo=True,
-                             input_names=graph.input_names, output_names=graph.output_names,
-                             opset_version=opset, optimize=True, verbose=False)
-    _save(prog.model_proto, path, external)
+    data = path.with_name(path.name + ".data")
+    if data.exists():
+        data.unlink()
+    if external:
+        prog.save(str(path), external_data=True)  # weights in <name>.onnx.data
+        if not data.exists():
+            raise RuntimeError(f"{path}: the exporter wrote no {data.name}")
+    else:
+        prog.save(str(path), external_data=False)
     onnx.checker.check_model(str(path))
     if precision == "fp16":
         _to_fp16(path, external)

@@ -69,7 +69,15 @@ PARAMS = (
     Param('script_lines', [''],
           "scripted backend's reply lines; [''] = the lines of config_file"),
     Param('weights_path', '', 'model weights (model backends; e.g. a .safetensors file)'),
-    Param('engine_path', '', 'compiled engine (TensorRT / ONNX) for model backends'),
+    Param('engine_path', '',
+          'folder of the exported graphs (and TensorRT engines/) for runtime onnxruntime or '
+          "tensorrt; '' = ~/.cache/facebot/graphs/<model>"),
+    Param('runtime', 'torch', 'where the model step runs (model backend)',
+          choices=('torch', 'onnxruntime', 'tensorrt')),
+    Param('precision', 'fp32', 'exported graphs / engines precision (model backend)',
+          choices=('fp32', 'fp16')),
+    Param('force_engine_update', False,
+          're-export the graphs and rebuild the TensorRT engines at configure'),
     Param('model_config', '', 'model configuration name or file for model backends'),
     Param('temperature', 0.8, 'sampling temperature of model backends', 0.0, 2.0, live=True),
     Param('top_k', 250, 'top-k sampling of model backends', 1, 100000, live=True),
@@ -93,7 +101,8 @@ PARAMS = (
     Param('audio_frame_id', 'speaker', 'header.frame_id of the robot audio', live=True),
     Param('face_frame_id', 'face', 'header.frame_id of the FLAME frames', live=True),
 )
-MODEL_EXTRAS = ('weights_path', 'engine_path', 'model_config', 'temperature', 'top_k')
+MODEL_EXTRAS = ('weights_path', 'engine_path', 'model_config', 'temperature', 'top_k',
+                'runtime', 'precision', 'force_engine_update')
 
 
 def image_to_rgb(msg) -> np.ndarray:

@@ -9,6 +9,7 @@ backend says so in every description of itself.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,12 @@ class ModelOptions:
     # Moshi-Face: "face_lm.safetensors,face_codec.safetensors" or a folder holding both; None:
     # the loop's procedural face
     face_weights: str | None = None
+    # where the step runs: torch (the model's own step) | onnxruntime | tensorrt (exported graphs)
+    runtime: str = "torch"
+    export_dir: str | None = None  # graphs (+ engines/) folder; None: ~/.cache/facebot/graphs/<model>
+    precision: str = "fp32"  # exported graphs / engines: fp32 | fp16
+    device: str = "cpu"  # onnxruntime: cpu | cuda (tensorrt is always cuda)
+    force_engine_update: bool = False  # re-export the graphs and rebuild the engines
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or self.temperature_text < 0:
@@ -52,6 +59,14 @@ class ModelOptions:
             raise ValueError("model: top_k must be >= 0")
         if self.weights_mode not in ("none", "bf16", "int8"):
             raise ValueError(f"model: weights_mode must be none, bf16 or int8, got {self.weights_mode!r}")
+        if self.runtime not in ("torch", "onnxruntime", "tensorrt"):
+            raise ValueError(f"model: runtime must be torch, onnxruntime or tensorrt, got {self.runtime!r}")
+        if self.precision not in ("fp32", "fp16"):
+            raise ValueError(f"model: precision must be fp32 or fp16, got {self.precision!r}")
+        if self.runtime != "torch" and self.weights_mode != "none":
+            raise ValueError("model: weights_mode is for the torch runtime; exported graphs take --precision")
+        if self.runtime != "torch" and self.compile:
+            raise ValueError("model: --compile is for the torch runtime")
 
 
 class ModelBackend(SpeechBackend):
@@ -117,7 +132,41 @@ class ModelBackend(SpeechBackend):
                                "tokenizer": self.tokenizer.vocab_size is not None}
         self.config_name = opts.config
         self.face_stepper = self._load_face(opts.face_weights) if opts.face_weights else None
+        self.graph_step = self._load_graphs(sampling) if opts.runtime != "torch" else None
         self.reset(0)
+
+    # ---- exported graphs (onnxruntime / TensorRT) ----------------------------------------------
+    def _load_graphs(self, sampling):
+        """The step as exported graphs: reuse the export folder if its manifest matches these
+        weights, config, precision and sampling widths, else export now (about a minute at small)."""
+        from facebot.export.model_export import ensure_export
+        from facebot.export.onnx_export import ManifestError
+        from facebot.runtime.graph_loop import GraphDuplexStep
+
+        opts = self.options
+        fs = self.face_stepper
+        log = lambda msg: print(f"facebot: {msg}", file=sys.stderr)  # noqa: E731
+        try:
+            folder, manifest = ensure_export(
+                Path(opts.export_dir) if opts.export_dir else None, self.codec, self.lm, sampling,
+                opts.precision, fs.face_lm if fs else None, fs.codec if fs else None,
+                force=opts.force_engine_update, log=log)
+            if opts.runtime == "onnxruntime":
+                from facebot.runtime.model_runtime import load_ort_runners
+                runners = load_ort_runners(folder, manifest, opts.device, opts.threads)
+            else:
+                from facebot.runtime.engine_cache import EngineCache
+                from facebot.runtime.tensorrt_runtime import load_trt_runners, tensorrt_available
+                ok, why = tensorrt_available()
+                if not ok:
+                    raise ModelLoadError(f"runtime tensorrt: {why}")
+                runners = load_trt_runners(folder, manifest, EngineCache(folder / "engines"),
+                                           precision=opts.precision,
+                                           force_engine_update=opts.force_engine_update, log=log)
+        except (ManifestError, OSError, RuntimeError, ValueError) as err:
+            raise ModelLoadError(f"runtime {opts.runtime}: {str(err).splitlines()[0]}") from None
+        self.export_folder = folder
+        return GraphDuplexStep(runners, self.lm.cfg, sampling, face_temp=fs.face_temp if fs else 0.0)
 
     # ---- Moshi-Face (only with face_weights) ---------------------------------------------------
     FACE_LM_FILE = "face_lm.safetensors"
@@ -149,9 +198,10 @@ class ModelBackend(SpeechBackend):
         return stepper
 
     def _face_frames(self, face) -> list:
+        """FLAME frames from the face decoder's core output ([1, 2, 56] tensor or [2, 56] array)."""
         from facebot.face.flame import FlameFrame, FrameSource
 
-        core = face[0].float().numpy()
+        core = face[0].float().numpy() if hasattr(face, "numpy") else np.asarray(face, np.float32)
         return [FlameFrame.from_core(core[j], source=FrameSource.MODEL) for j in range(core.shape[0])]
 
     def update_options(self, temperature: float | None = None, top_k: int | None = None) -> None:
@@ -159,11 +209,15 @@ class ModelBackend(SpeechBackend):
         from facebot.model.sampling import SamplingConfig
 
         sp = self.stepper.sampling
+        if self.graph_step is not None and top_k is not None and int(top_k) != sp.top_k:
+            raise ValueError(f"top_k is fixed in the exported graphs ({sp.top_k}); re-export to change it")
         if sp.use_sampling:
             self.stepper.sampling = SamplingConfig(
                 temp=sp.temp if temperature is None else float(temperature),
                 top_k=sp.top_k if top_k is None else int(top_k),
                 temp_text=sp.temp_text, top_k_text=sp.top_k_text, seed=sp.seed)
+            if self.graph_step is not None:
+                self.graph_step.sampling = self.stepper.sampling
 
     def describe(self) -> str:
         if not self.weights_loaded["lm"]:
@@ -171,7 +225,8 @@ class ModelBackend(SpeechBackend):
         else:
             what = f"weights {self.options.weights}" + ("" if self.weights_loaded["mimi"] else ", RANDOM Mimi codec")
         face = "model face" if self.face_stepper is not None else "procedural face"
-        return f"model {self.config_name} ({what}; {face})"
+        rt = "" if self.graph_step is None else f"; {self.options.runtime} {self.options.precision}"
+        return f"model {self.config_name} ({what}; {face}{rt})"
 
     def reset(self, seed: int = 0) -> None:
         from facebot.model.sampling import make_generator
@@ -181,8 +236,12 @@ class ModelBackend(SpeechBackend):
         self.lm_state = (self.face_stepper or self.stepper).init_state(1)
         self.generator = make_generator(seed)
         self.steps = 0
+        if self.graph_step is not None:
+            self.graph_step.reset(seed)
 
     def step(self, inp: DuplexInput) -> DuplexOutput:
+        if self.graph_step is not None:
+            return self._graph_step(inp)
         torch = self._torch
         with torch.inference_mode():
             pcm = torch.from_numpy(np.ascontiguousarray(inp.user_audio, np.float32)).view(1, 1, FRAME_SAMPLES)
@@ -203,4 +262,14 @@ class ModelBackend(SpeechBackend):
         audio = audio.reshape(-1).numpy()
         speaking = float(np.sqrt(np.mean(np.square(audio)))) > SPEAKING_RMS
         return DuplexOutput(audio=audio, speaking=speaking, text=self.tokenizer.piece(int(tokens[0, 0])),
+                            flame=flame)
+
+    def _graph_step(self, inp: DuplexInput) -> DuplexOutput:
+        res = self.graph_step.step(np.ascontiguousarray(inp.user_audio, np.float32))
+        self.steps += 1
+        flame = self._face_frames(res.face) if res.face is not None else None
+        if not res.valid:
+            return DuplexOutput(audio=np.zeros(FRAME_SAMPLES, np.float32), flame=flame)
+        speaking = float(np.sqrt(np.mean(np.square(res.audio)))) > SPEAKING_RMS
+        return DuplexOutput(audio=res.audio, speaking=speaking, text=self.tokenizer.piece(int(res.tokens[0])),
                             flame=flame)
