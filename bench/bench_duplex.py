@@ -38,7 +38,13 @@ def main(argv=None) -> int:
     ap.add_argument("--frames", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--variants", default="fp32,int8", help="our LM weight modes: fp32, bf16, int8")
+    ap.add_argument("--variants", default="fp32,int8,ort-fp32",
+                    help="ours: torch LM weight modes fp32, bf16, int8; exported graphs ort-fp32, ort-fp16 "
+                         "(onnxruntime CPU), trt-fp32, trt-fp16 (TensorRT, where a GPU and TensorRT exist)")
+    ap.add_argument("--no-face", action="store_true",
+                    help="ours without the face path (default: ours also runs the Face Transformer and "
+                         "face decoder every frame; the reference has no face)")
+    ap.add_argument("--export-dir", default=None, help="reuse/keep the exported graphs here (default: a temp dir)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -51,6 +57,7 @@ def main(argv=None) -> int:
     from facebot.model.configs import load_config
     from facebot.model.lm import LMModel, load_lm_checkpoint
     from facebot.model.sampling import SamplingConfig, make_generator
+    from facebot.runtime.face_lm_step import FaceLMStep
     from facebot.runtime.lm_step import LMStep
 
     cfg = load_config(args.config)
@@ -79,21 +86,33 @@ def main(argv=None) -> int:
             ref_mimi.decode(out[:, 1:])
 
     runners["reference (moshi)"] = reference
+    face = None if args.no_face else make_face(cfg, args.seed)
+    tag = "" if face is None else "+face"
     for variant in [v.strip() for v in args.variants.split(",") if v.strip()]:
         lm = LMModel(cfg).eval()
         load_lm_checkpoint(lm, sd)
+        if variant.startswith(("ort-", "trt-")):
+            run = graph_runner(variant, ours_mimi, lm, sampling, face, pcm, args)
+            if run is not None:
+                runners[f"ours {variant}{tag}"] = run
+            continue
         stepper = LMStep(lm, sampling, weights={"fp32": "none", "bf16": "bf16", "int8": "int8"}[variant])
+        fstep = FaceLMStep(stepper, *face) if face is not None else None
         state = {"enc": ours_mimi.init_encoder_state(1), "dec": ours_mimi.init_decoder_state(1),
-                 "lm": stepper.init_state(1), "gen": make_generator(args.seed)}
+                 "lm": (fstep or stepper).init_state(1), "gen": make_generator(args.seed)}
 
-        def ours(t, stepper=stepper, state=state):
+        def ours(t, stepper=stepper, fstep=fstep, state=state):
             codes, state["enc"] = ours_mimi.encode_step(pcm[t], state["enc"])
-            noise = stepper.draw_noise(1, state["gen"])
-            tokens, valid, state["lm"] = stepper.step(codes[:, :, 0], state["lm"], None, noise)
+            if fstep is not None:
+                noise = fstep.draw_noise(1, state["gen"])
+                tokens, valid, _, _, state["lm"] = fstep.step(codes[:, :, 0], None, state["lm"], noise)
+            else:
+                noise = stepper.draw_noise(1, state["gen"])
+                tokens, valid, state["lm"] = stepper.step(codes[:, :, 0], state["lm"], None, noise)
             if bool(valid):
                 _, state["dec"] = ours_mimi.decode_step(tokens[:, 1:].unsqueeze(-1), state["dec"])
 
-        runners[f"ours lm-{variant}"] = ours
+        runners[f"ours torch-{variant}{tag}"] = ours
 
     times = {name: [] for name in runners}
     with torch.inference_mode():
@@ -106,15 +125,61 @@ def main(argv=None) -> int:
     for c in reversed(ctx):
         c.__exit__(None, None, None)
 
-    print(f"duplex step (Mimi encode + LM step + Mimi decode), config {args.config!r}, {args.frames} frames, "
-          f"{args.threads} thread(s), torch {torch.__version__}")
-    print(f"{'implementation':<22}{'p50 ms':>9}{'p99 ms':>9}{'ratio':>8}   vs the 80 ms budget")
-    ref_p50 = statistics.median(times["reference (moshi)"])
+    print(f"duplex step (Mimi encode + LM step [+ face path] + Mimi decode), config {args.config!r}, "
+          f"{args.frames} frames, {args.threads} thread(s), torch {torch.__version__}")
+    print(f"{'implementation':<28}{'p50 ms':>9}{'p99 ms':>9}{'p50 ratio':>11}{'p99 ratio':>11}   vs the 80 ms budget")
+    ref = times["reference (moshi)"]
+    ref_p50, ref_p99 = pct(ref, 50), pct(ref, 99)
     for name, ts in times.items():
         p50, p99 = pct(ts, 50), pct(ts, 99)
         verdict = "real time" if p99 < BUDGET_MS else ("p50 in budget, p99 over" if p50 < BUDGET_MS else "over budget")
-        print(f"{name:<22}{p50:>9.1f}{p99:>9.1f}{p50 / ref_p50:>7.2f}x   {verdict}")
+        print(f"{name:<28}{p50:>9.1f}{p99:>9.1f}{p50 / ref_p50:>10.2f}x{p99 / ref_p99:>10.2f}x   {verdict}")
     return 0
+
+
+def make_face(cfg, seed):
+    """A Moshi-Face head with random weights at the default sizes (FaceLM + causal face codec)."""
+    from facebot.model.face_codec import FaceCodec, FaceCodecConfig
+    from facebot.model.face_transformer import FaceLM, FaceTransformerConfig
+
+    torch.manual_seed(seed + 11)
+    return (FaceLM(FaceTransformerConfig(dim_in=cfg.dim), zero_init_streams=False).eval(),
+            FaceCodec(FaceCodecConfig()).eval())
+
+
+def graph_runner(variant, codec, lm, sampling, face, pcm, args):
+    """The exported graphs on onnxruntime (CPU) or TensorRT: export (or reuse) and load; None
+    with a printed reason where the runtime is missing."""
+    import tempfile
+
+    from facebot.export.model_export import ensure_export
+    from facebot.runtime.graph_loop import GraphDuplexStep
+
+    kind, precision = variant.split("-", 1)
+    folder = Path(args.export_dir or tempfile.mkdtemp(prefix="facebot-bench-")) / precision
+    if kind == "trt":
+        from facebot.runtime.tensorrt_runtime import tensorrt_available
+        ok, why = tensorrt_available()
+        if not ok:
+            print(f"skipping {variant}: {why}")
+            return None
+    folder, manifest = ensure_export(folder, codec, lm, sampling, precision, *(face or (None, None)),
+                                     log=lambda m: print(m, file=sys.stderr))
+    if kind == "ort":
+        from facebot.runtime.model_runtime import load_ort_runners
+        runners = load_ort_runners(folder, manifest, "cpu", args.threads)
+    else:
+        from facebot.runtime.engine_cache import EngineCache
+        from facebot.runtime.tensorrt_runtime import load_trt_runners
+        runners = load_trt_runners(folder, manifest, EngineCache(folder / "engines"), precision=precision)
+    loop = GraphDuplexStep(runners, lm.cfg, sampling)
+    loop.reset(args.seed)
+    frames = pcm.reshape(pcm.shape[0], -1).numpy()
+
+    def run(t):
+        loop.step(frames[t])
+
+    return run
 
 
 if __name__ == "__main__":

@@ -150,6 +150,10 @@ def test_onnx_graphs_do_not_copy_the_kv_cache(exported):
         model = onnx.load(str(exported["folder"] / g["file"]))
         ops = {n.op_type for n in model.graph.node}
         assert not ops & {"ScatterElements", "ScatterND"}, (name, ops & {"ScatterElements", "ScatterND"})
+        # and nothing TensorRT lacks: no float64 (RoPE angles are split into float32 parts)
+        casts = [a.i for n in model.graph.node if n.op_type == "Cast" for a in n.attribute if a.name == "to"]
+        assert onnx.TensorProto.DOUBLE not in casts, name
+        assert all(t.data_type != onnx.TensorProto.DOUBLE for t in model.graph.initializer), name
 
 
 def test_export_is_reused_until_weights_config_or_precision_change(exported, tmp_path):

@@ -407,10 +407,12 @@ class FaceHeadGraph(StepGraph):
         self.dep_q = lm.cfg.dep_q
         self.top_k = _noise_width(top_k, face_lm.cfg.codebook_size)
         self.meta = {"face_initial": int(face_lm.cfg.initial_token)}
-        table, rows = lm.packed_embeddings()
-        n = lm.cfg.dep_q + 1
-        self.register_buffer("table", table.detach().clone(), persistent=False)
-        self.register_buffer("rows", rows[:n].clone(), persistent=False)
+        # the LM's input tables of the streams generated here (text + the robot's codebooks),
+        # not the user's codebooks: this graph keeps its own copy of what it reads
+        embs = [lm.text_emb.weight] + [lm.emb[k].weight for k in range(lm.cfg.dep_q)]
+        rows = torch.tensor([0] + [e.shape[0] for e in embs[:-1]]).cumsum(0)
+        self.register_buffer("table", torch.cat([e.detach() for e in embs]).clone(), persistent=False)
+        self.register_buffer("rows", rows, persistent=False)
         st = self.init_state()
         self.state_names = list(st)
         tok = torch.zeros(batch_size, face_lm.cfg.num_tokens, 1, dtype=torch.long)

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from .. import __version__
 from ..model.codec import MimiCodec
 from ..model.face_codec import FaceCodec
 from ..model.face_transformer import FaceLM
@@ -37,6 +38,8 @@ def model_identity(codec: MimiCodec, lm: LMModel, sampling: SamplingConfig, prec
         "sampling": {"top_k_text": int(sampling.top_k_text), "top_k": int(sampling.top_k),
                      "face_top_k": int(face_top_k) if face_lm is not None else None},
         "face": face_lm is not None,
+        # graphs from another facebot release may differ in layout or math: re-export on upgrade
+        "exporter": f"facebot {__version__}",
     }
     return json.loads(json.dumps(ident))  # as it reads back from the manifest (lists, not tuples)
 

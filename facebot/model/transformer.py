@@ -344,6 +344,22 @@ def rope_angles(positions: torch.Tensor, head_dim: int, max_period: float,
     return torch.remainder(ang, 2.0 * math.pi)
 
 
+SPLIT = 1024  # positions = hi * SPLIT + lo for the float32 angles of exported graphs
+
+
+def rope_angles_f32(positions: torch.Tensor, head_dim: int, max_period: float) -> torch.Tensor:
+    """RoPE angles [T, Dh/2] in float32 that stay accurate at any position, for exported graphs
+    (TensorRT has no float64): angle = hi * ((SPLIT * f) mod 2 pi) + lo * f with hi, lo from
+    integer arithmetic and the reduced constant folded in float64 at export, so the error
+    grows with hi = position / 1024 (~5e-5 rad after 3 h), not with the position."""
+    freqs = _freqs(head_dim, max_period, positions.device)
+    step = torch.remainder(freqs * SPLIT, 2.0 * math.pi).float()
+    hi = torch.div(positions, SPLIT, rounding_mode="floor").float()[:, None]
+    lo = torch.remainder(positions, SPLIT).float()[:, None]
+    ang = hi * step[None, :] + lo * freqs.float()[None, :]
+    return torch.remainder(ang, 2.0 * math.pi)
+
+
 def rope_tables(positions: torch.Tensor, head_dim: int, max_period: float,
                 dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
     """cos, sin of shape [T, Dh/2] for int64 absolute positions [T] (angles in float64)."""
@@ -610,7 +626,9 @@ class StreamingTransformer(nn.Module):
         if not self.use_rope:
             return None
         c = self.cfg
-        return _Rope(rope_angles(pos, c.head_dim, c.max_period), dtype, real=self.kv_update == "slot")
+        if self.kv_update == "slot":  # exported graph: no complex numbers, no float64
+            return _Rope(rope_angles_f32(pos, c.head_dim, c.max_period), dtype, real=True)
+        return _Rope(rope_angles(pos, c.head_dim, c.max_period), dtype)
 
     # ---- streaming --------------------------------------------------------------------------
     def step(self, x: torch.Tensor, state: State,
