@@ -57,6 +57,8 @@ setup(
         "sentencepiece",  # the inner-monologue text tokenizer
         "av",  # face-display video (H.264 + AAC) of a session
         "matplotlib",  # the session plot
+        "onnx",  # exported step graphs (facebot export)
+        "onnxscript",  # torch.onnx's exporter
     ],
     extras_require={
         "test": ["pytest", "hypothesis", "pocketsphinx", "xacro", "flake8"],

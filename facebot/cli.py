@@ -68,7 +68,8 @@ def _build_parser() -> argparse.ArgumentParser:
                             "onnxruntime / TensorRT (exported on first use, see `facebot export`)")
     model.add_argument("--export-dir", default=None,
                        help="exported graphs folder (default ~/.cache/facebot/graphs/<model>)")
-    model.add_argument("--precision", default=None, choices=["fp32", "fp16"], help="exported graphs' precision")
+    model.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8"],
+                       help="exported graphs' precision (int8: weight-only int8 matmuls, onnxruntime only)")
     model.add_argument("--ort-device", default=None, choices=["cpu", "cuda"], help="onnxruntime device")
     model.add_argument("--force-engine-update", action="store_true",
                        help="re-export the graphs and rebuild TensorRT engines even if cached")

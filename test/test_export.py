@@ -1,14 +1,11 @@
 """ONNX export and the onnxruntime runtime: the exported graphs against the model's own torch
 step over 50 streamed frames (greedy and sampled, with the face model), the manifest and its
 reuse, external data, fp16, and the model backend on the onnxruntime runtime."""
-import json
-import os
-
 import numpy as np
 import pytest
 import torch
 
-from facebot.export.graphs import TemporalGraph, build_graphs
+from facebot.export.graphs import TemporalGraph
 from facebot.export.model_export import ensure_export, model_identity
 from facebot.export.onnx_export import ManifestError, export_graph, read_manifest
 from facebot.export.verify import differences, graph_steps, speechlike_signal, torch_reference_steps
@@ -179,7 +176,7 @@ def test_export_is_reused_until_weights_config_or_precision_change(exported, tmp
     assert model_identity(e["codec"], lm2, e["sampling"])["weights_hash"] != ident["weights_hash"]
 
 
-def test_external_data_and_fp16_graphs_load_and_run(tmp_path):
+def test_external_data_fp16_and_int8_graphs_load_and_run(tmp_path):
     torch.manual_seed(0)
     lm = build_lm("tiny").eval()
     graph = TemporalGraph(lm, 10)
@@ -189,9 +186,14 @@ def test_external_data_and_fp16_graphs_load_and_run(tmp_path):
     assert (tmp_path / "temporal.onnx").stat().st_size < (tmp_path / "temporal.onnx.data").stat().st_size
     half = export_graph(graph, tmp_path / "temporal16.onnx", precision="fp16")
     assert {i["dtype"] for i in half["inputs"] if i["name"].startswith("state.layers")} == {"float16"}
+    q8 = export_graph(graph, tmp_path / "temporal8.onnx", precision="int8")
+    import onnx
+
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "temporal8.onnx")).graph.node]
+    assert ops.count("MatMulNBits") >= 4 * lm.cfg.num_layers and "Gemm" not in ops
     ref = TorchGraphRunner(graph)
     runners = [OrtGraphRunner(GraphSpec.from_folder(tmp_path, "temporal", e), tmp_path / e["file"], threads=1)
-               for e in (ext, half)]
+               for e in (ext, half, q8)]
     g = torch.Generator().manual_seed(1)
     for _ in range(12):
         data = dict(tokens=torch.randint(0, lm.cfg.card, (1, lm.cfg.num_codebooks), generator=g),
@@ -199,8 +201,10 @@ def test_external_data_and_fp16_graphs_load_and_run(tmp_path):
         h = ref.run(**data)["h"].clone()
         h32 = runners[0].run(**data)["h"]
         h16 = runners[1].run(**data)["h"].float()
+        h8 = runners[2].run(**data)["h"]
         assert torch.allclose(h, h32, atol=1e-5)
         assert (h - h16).abs().max() < 0.05 * h.abs().max()  # fp16: close, not exact
+        assert (h - h8).abs().max() < 0.1 * h.abs().max()  # int8 weights and int8 compute
 
 
 def test_model_backend_runs_on_onnxruntime(exported, tmp_path):

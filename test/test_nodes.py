@@ -157,15 +157,21 @@ def test_dialogue_configure_failure_and_option_pass_through(ros, monkeypatch):
     monkeypatch.setattr(ros.dialogue, 'make_backend', fake_make_backend)
     node = ros.dialogue.DialogueNode(parameter_overrides=[
         param('backend', 'model'), param('weights_path', '/w/model.safetensors'),
-        param('engine_path', '/w/model.plan'), param('model_config', 'small'),
-        param('temperature', 0.6), param('top_k', 50),
+        param('engine_path', '/w/graphs'), param('model_config', 'small'),
+        param('temperature', 0.6), param('top_k', 50), param('runtime', 'tensorrt'),
+        param('precision', 'fp16'), param('force_engine_update', True),
         param('script_lines', ['Hi there.', 'Bye now.'])])
     assert node.trigger_configure() == rs.TransitionCallbackReturn.SUCCESS
     opts = seen['options']
     assert opts.name == 'model'
     assert opts.extras == {'weights_path': '/w/model.safetensors', 'engine_path':
-                           '/w/model.plan', 'model_config': 'small', 'temperature': 0.6,
-                           'top_k': 50}
+                           '/w/graphs', 'model_config': 'small', 'temperature': 0.6,
+                           'top_k': 50, 'runtime': 'tensorrt', 'precision': 'fp16',
+                           'force_engine_update': True}
+    from facebot.pipeline.backends import model_options
+    mo = model_options(opts.extras)  # the node's parameters reach the model backend's options
+    assert (mo.runtime, mo.export_dir, mo.precision, mo.force_engine_update) == \
+        ('tensorrt', '/w/graphs', 'fp16', True)
     assert opts.scripted.replies == ('Hi there.', 'Bye now.')
     node.publish_diagnostics()
     values = {kv.key: kv.value for kv in node.diag_pub.messages[-1].status[0].values}

@@ -4,8 +4,10 @@ Each graph of :mod:`facebot.export.graphs` goes through ``torch.onnx.export`` (t
 based exporter: the state is explicit, so nothing is baked in) at a fixed batch size. The fp16
 variant converts the exported fp32 graph (onnxruntime's float16 converter) with every float
 input and output in fp16 too: the KV buffers are then half the bytes, which is the point on a
-memory-bound device. Graphs whose weights pass ``external_data_threshold`` (2 GB by default,
-protobuf's limit) keep them in a ``<graph>.onnx.data`` file beside the graph.
+memory-bound device. The int8 variant (:mod:`facebot.export.quantize`) stores the matmul
+weights in int8 for onnxruntime's MatMulNBits kernels (a contrib op: onnxruntime only).
+Graphs whose weights pass ``external_data_threshold`` (2 GB by default, protobuf's limit) keep
+them in a ``<graph>.onnx.data`` file beside the graph.
 
 The manifest (``manifest.json``) records the config, the weights' hash, the opset, the
 precision, and per graph its file, inputs and outputs (name, shape, dtype), state names, slot
@@ -134,8 +136,11 @@ def export_graph(graph: StepGraph, path: Path, precision: str = "fp32", opset: i
     onnx.checker.check_model(str(path))
     if precision == "fp16":
         _to_fp16(path, external)
+    elif precision == "int8":  # weight-only int8 matmuls for onnxruntime (CPU); I/O stays fp32
+        from .quantize import quantize_int8
+        quantize_int8(path, external=external)
     elif precision != "fp32":
-        raise ValueError(f"precision must be fp32 or fp16, got {precision!r}")
+        raise ValueError(f"precision must be fp32, fp16 or int8, got {precision!r}")
 
     def spec(entries):
         for e in entries:

@@ -74,8 +74,8 @@ PARAMS = (
           "tensorrt; '' = ~/.cache/facebot/graphs/<model>"),
     Param('runtime', 'torch', 'where the model step runs (model backend)',
           choices=('torch', 'onnxruntime', 'tensorrt')),
-    Param('precision', 'fp32', 'exported graphs / engines precision (model backend)',
-          choices=('fp32', 'fp16')),
+    Param('precision', 'fp32', 'exported graphs / engines precision (model backend; int8: '
+          'onnxruntime only)', choices=('fp32', 'fp16', 'int8')),
     Param('force_engine_update', False,
           're-export the graphs and rebuild the TensorRT engines at configure'),
     Param('model_config', '', 'model configuration name or file for model backends'),

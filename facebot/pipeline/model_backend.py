@@ -48,7 +48,7 @@ class ModelOptions:
     # where the step runs: torch (the model's own step) | onnxruntime | tensorrt (exported graphs)
     runtime: str = "torch"
     export_dir: str | None = None  # graphs (+ engines/) folder; None: ~/.cache/facebot/graphs/<model>
-    precision: str = "fp32"  # exported graphs / engines: fp32 | fp16
+    precision: str = "fp32"  # exported graphs / engines: fp32 | fp16 | int8 (onnxruntime only)
     device: str = "cpu"  # onnxruntime: cpu | cuda (tensorrt is always cuda)
     force_engine_update: bool = False  # re-export the graphs and rebuild the engines
 
@@ -61,8 +61,10 @@ class ModelOptions:
             raise ValueError(f"model: weights_mode must be none, bf16 or int8, got {self.weights_mode!r}")
         if self.runtime not in ("torch", "onnxruntime", "tensorrt"):
             raise ValueError(f"model: runtime must be torch, onnxruntime or tensorrt, got {self.runtime!r}")
-        if self.precision not in ("fp32", "fp16"):
-            raise ValueError(f"model: precision must be fp32 or fp16, got {self.precision!r}")
+        if self.precision not in ("fp32", "fp16", "int8"):
+            raise ValueError(f"model: precision must be fp32, fp16 or int8, got {self.precision!r}")
+        if self.precision == "int8" and self.runtime == "tensorrt":
+            raise ValueError("model: int8 graphs use onnxruntime's MatMulNBits; TensorRT takes fp32 or fp16")
         if self.runtime != "torch" and self.weights_mode != "none":
             raise ValueError("model: weights_mode is for the torch runtime; exported graphs take --precision")
         if self.runtime != "torch" and self.compile:

@@ -18,7 +18,6 @@ from ..model.lm import UNGENERATED_TOKEN  # moshi: "nothing generated yet"
 __all__ = ["Delays", "UNGENERATED_TOKEN"]
 
 
-
 class Delays:
     def __init__(self, cfg: LMConfig, device: torch.device | str = "cpu"):
         self.cfg = cfg

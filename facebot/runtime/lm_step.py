@@ -85,7 +85,7 @@ class LMStep:
 
     # ---- state --------------------------------------------------------------------------------
     def init_state(self, batch_size: int = 1) -> State:
-        m, cfg = self.model, self.cfg
+        m = self.model
         state: State = {}
         for k, v in m.transformer.init_state(batch_size).items():
             state["temporal." + k] = v
