@@ -42,7 +42,10 @@ NODES = ('audio_capture', 'audio_player', 'dialogue', 'head_driver', 'face_displ
 ARGUMENTS = (
     ('backend', '', 'speech backend (dialogue backend parameter); empty = params_file'),
     ('weights', '', 'model weights file (dialogue weights_path); empty = params_file'),
-    ('engine', '', 'compiled engine file (dialogue engine_path); empty = params_file'),
+    ('engine', '', 'exported graphs / engines folder (dialogue engine_path); empty = params_file'),
+    ('runtime', '', 'model runtime: torch, onnxruntime or tensorrt; empty = params_file'),
+    ('precision', '', 'exported graphs precision: fp32, fp16 or int8; empty = params_file'),
+    ('force_engine_update', '', 'true: re-export graphs and rebuild engines; empty = params_file'),
     ('model_config', '', 'model configuration (dialogue model_config); empty = params_file'),
     ('head_config', '', 'head YAML for head_driver; empty = params_file / reference head'),
     ('display_config', '', 'face display YAML; empty = params_file / package default'),
@@ -81,7 +84,8 @@ def _launch_nodes(context):
     common = {'use_sim_time': _flag(context, 'use_sim_time')}
     overrides = {
         'dialogue': {'backend': 'backend', 'weights_path': 'weights', 'engine_path': 'engine',
-                     'model_config': 'model_config'},
+                     'model_config': 'model_config', 'runtime': 'runtime',
+                     'precision': 'precision'},
         'head_driver': {'head_config': 'head_config'},
         'face_display': {'display_config': 'display_config'},
     }
@@ -90,6 +94,8 @@ def _launch_nodes(context):
             value = LaunchConfiguration(arg).perform(context)
             if value:
                 params[node][param] = value
+    if LaunchConfiguration('force_engine_update').perform(context):
+        params['dialogue']['force_engine_update'] = _flag(context, 'force_engine_update')
     ros_args = ['--ros-args', '--log-level', LaunchConfiguration('log_level').perform(context)]
     wanted = {
         'audio_capture': _flag(context, 'start_audio'),

@@ -487,14 +487,17 @@ def test_sim_launch_uses_the_documented_ros_gz_and_ros2_control_interfaces(expan
 
 def test_launch_arguments_reach_the_dialogue_node(monkeypatch):
     exp = expand(LAUNCH / 'facebot.launch.py', monkeypatch, {
-        'backend': 'model', 'weights': '/w.safetensors', 'engine': '/w.plan',
+        'backend': 'model', 'weights': '/w.safetensors', 'engine': '/w/graphs',
+        'runtime': 'tensorrt', 'precision': 'fp16', 'force_engine_update': 'true',
         'namespace': 'robot1', 'start_audio': 'false'})
     nodes = {n.kwargs['executable']: n for _, n in exp.nodes}
     assert 'audio_capture' not in nodes and 'audio_player' not in nodes
     d = nodes['dialogue']
     params = {k: v for p in d.kwargs['parameters'] for k, v in p.items()}
     assert (params['backend'], params['weights_path'], params['engine_path']) == (
-        'model', '/w.safetensors', '/w.plan')
+        'model', '/w.safetensors', '/w/graphs')
+    assert (params['runtime'], params['precision'], params['force_engine_update']) == (
+        'tensorrt', 'fp16', True)
     assert d.kwargs['namespace'] == 'robot1' and isinstance(d, LifecycleNode)
 
 
