@@ -29,6 +29,7 @@ tokens, so one graph serves both, and temperature changes need no new graph.
 """
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -40,6 +41,7 @@ from ..model.codec import MimiCodec
 from ..model.face_codec import FaceCodec
 from ..model.face_transformer import FaceLM
 from ..model.lm import LMModel
+from ..model.sampling import sample_with_noise
 from ..model.transformer import (get_activation, mask_to_bias, rope_tables, apply_rope,
                                  sin_embedding, slot_attention, slot_updates)
 from ..runtime.lm_step import LMStep
@@ -49,22 +51,9 @@ __all__ = ["SlotRule", "StepGraph", "EncoderGraph", "DecoderGraph", "TemporalGra
            "apply_slot_updates"]
 
 
-def graph_sample(logits: torch.Tensor, noise: torch.Tensor, temp: torch.Tensor,
-                 top_k: int) -> torch.Tensor:
-    """Exponential-race sampling with the noise as an input: logits [..., V], noise [..., k]
-    (k = top_k or V), temp [1] -> tokens [...]. Same arithmetic as
-    :func:`facebot.model.sampling.sample_token` with that noise; noise of ones is argmax."""
-    logits = logits.float()
-    V = logits.shape[-1]
-    if 0 < top_k < V:
-        vals, idx = torch.topk(logits, top_k, dim=-1)
-    else:
-        vals, idx = logits, None
-    probs = torch.softmax(vals / temp, dim=-1)
-    choice = torch.argmax(probs / noise, dim=-1, keepdim=True)
-    if idx is None:
-        return choice[..., 0]
-    return idx.gather(-1, choice)[..., 0]
+# sampling inside a graph: noise [..., k] and temp [1] are graph inputs (same arithmetic as the
+# torch step's sample_token with that noise)
+graph_sample = sample_with_noise
 
 
 @dataclass(frozen=True)
@@ -100,7 +89,7 @@ def apply_slot_updates(state: Dict[str, torch.Tensor], updates: Dict[str, torch.
         state[name].index_copy_(2, rule.indices(counter), upd)
 
 
-class StepGraph(nn.Module):
+class StepGraph(nn.Module, abc.ABC):
     """Base of the graphs: names, example inputs, and which state outputs are slots."""
 
     name: str = ""
@@ -114,12 +103,13 @@ class StepGraph(nn.Module):
         self.meta: dict = {}  # graph facts the runtime needs (recorded in the manifest)
         self.training = False
 
-    # subclasses: init_state(B) -> dict, example_data(B) -> tuple, forward
+    @abc.abstractmethod
     def init_state(self) -> Dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """The state at the start of a session, by name."""
 
+    @abc.abstractmethod
     def example_data(self) -> Tuple[torch.Tensor, ...]:
-        raise NotImplementedError
+        """Data inputs of the graph's shapes and dtypes (for tracing)."""
 
     def train(self, mode: bool = True) -> "StepGraph":
         return super().train(False)  # a step graph is inference only

@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-__all__ = ["SamplingConfig", "sample_token", "make_generator"]
+__all__ = ["SamplingConfig", "sample_token", "sample_with_noise", "make_generator"]
 
 
 @dataclass
@@ -54,6 +54,18 @@ def sample_token(logits: torch.Tensor, use_sampling: bool = False, temp: float =
     """
     if not use_sampling or temp <= 0.0:
         return torch.argmax(logits, dim=-1)
+    if noise is None:
+        V = logits.shape[-1]
+        width = top_k if 0 < top_k < V else V
+        noise = torch.empty(*logits.shape[:-1], width, device=logits.device).exponential_(
+            1.0, generator=generator)
+    return sample_with_noise(logits, noise, temp, top_k)
+
+
+def sample_with_noise(logits: torch.Tensor, noise: torch.Tensor, temp, top_k: int) -> torch.Tensor:
+    """The exponential race with given Exp(1) noise [..., min(top_k, V)]: argmax of
+    softmax(top-k logits / temp) / noise. ``temp`` may be a float or a [1] tensor (an exported
+    graph's input); noise of ones gives the argmax."""
     logits = logits.float()
     V = logits.shape[-1]
     if 0 < top_k < V:
@@ -61,8 +73,6 @@ def sample_token(logits: torch.Tensor, use_sampling: bool = False, temp: float =
     else:
         vals, idx = logits, None
     probs = torch.softmax(vals / temp, dim=-1)
-    if noise is None:
-        noise = torch.empty_like(probs).exponential_(1.0, generator=generator)
     choice = torch.argmax(probs / noise, dim=-1, keepdim=True)
     if idx is None:
         return choice[..., 0]

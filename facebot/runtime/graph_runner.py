@@ -19,6 +19,7 @@ before the next ``run`` of the same runner.
 """
 from __future__ import annotations
 
+import abc
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -73,7 +74,7 @@ class GraphSpec:
         return cls(graph.name, entry, graph.init_state())
 
 
-class GraphRunner:
+class GraphRunner(abc.ABC):
     """State and buffers of one graph; subclasses implement ``_execute``."""
 
     def __init__(self, spec: GraphSpec, device: torch.device | str = "cpu"):
@@ -110,8 +111,9 @@ class GraphRunner:
             self.state[name], self._next[name] = self._next[name], self.state[name]
         return self.data_out
 
+    @abc.abstractmethod
     def _execute(self) -> None:
-        raise NotImplementedError
+        """Run the graph once: read data_in and state, write data_out, _slot_out and _next."""
 
 
 class TorchGraphRunner(GraphRunner):
