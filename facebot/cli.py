@@ -259,12 +259,8 @@ def _export(args) -> int:
     from facebot.pipeline.backends import model_options
     from facebot.pipeline.model_backend import ModelBackend
 
-    extras = {"model_config": args.config or "small", "weights_path": args.weights,
-              "mimi_weights": args.mimi_weights, "tokenizer": args.tokenizer,
-              "temperature": args.temperature, "top_k": args.top_k, "greedy": args.greedy or None,
-              "threads": args.threads, "face_weights": args.face_weights}
     try:
-        backend = ModelBackend(model_options(extras))  # torch: only to hold the networks
+        backend = ModelBackend(model_options(_model_extras(args, args.config or "small")))  # torch: only to hold the networks
     except ValueError as err:
         raise _UserError(str(err)) from None
     out = Path(args.out) if args.out else (Path(args.export_dir) if args.export_dir else None)
@@ -403,13 +399,18 @@ def _build_pipeline(args):
 
         display = Path(args.display) if args.display else _config_file("face_display.yaml")
         renderer = FaceRenderer(load_display_config(display)).render
-    extras = {"model_config": model_config, "weights_path": args.weights, "mimi_weights": args.mimi_weights,
-              "tokenizer": args.tokenizer, "temperature": args.temperature, "top_k": args.top_k,
-              "greedy": args.greedy or None, "weights_mode": args.weights_mode, "threads": args.threads,
-              "compile": args.compile or None, "face_weights": args.face_weights, **_runtime_extras(args)}
+    extras = {**_model_extras(args, model_config), "weights_mode": args.weights_mode,
+              "compile": args.compile or None, **_runtime_extras(args)}
     loop = DuplexLoop(make_backend(BackendOptions(name=args.backend, scripted=scripted_cfg, extras=extras)),
                       loop_cfg, seed=args.seed)
     return loop, head, renderer
+
+
+def _model_extras(args, model_config) -> dict:
+    """The flags that say which networks the model backend builds (run, bag and export)."""
+    return {"model_config": model_config, "weights_path": args.weights, "mimi_weights": args.mimi_weights,
+            "tokenizer": args.tokenizer, "temperature": args.temperature, "top_k": args.top_k,
+            "greedy": args.greedy or None, "threads": args.threads, "face_weights": args.face_weights}
 
 
 def _runtime_extras(args) -> dict:

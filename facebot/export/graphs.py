@@ -127,6 +127,18 @@ class StepGraph(nn.Module, abc.ABC):
         return list(self.data_outputs) + [
             ("slot." if k in self.slot_rules else "next.") + k for k in self.state_names]
 
+    def describe(self, args: Tuple[torch.Tensor, ...], outs: Tuple[torch.Tensor, ...]) -> dict:
+        """The graph's I/O (name, shape, dtype) for example inputs ``args`` and the outputs they
+        gave, its state names, slot rules and meta: the part of a manifest entry (and of a
+        runner's spec) that the graph itself determines."""
+        def io(names, tensors):
+            return [{"name": n, "shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
+                    for n, t in zip(names, tensors)]
+        return {"inputs": io(self.input_names, args), "outputs": io(self.output_names, outs),
+                "data_inputs": list(self.data_inputs), "data_outputs": list(self.data_outputs),
+                "state": list(self.state_names),
+                "slots": {k: r.to_dict() for k, r in self.slot_rules.items()}, "meta": dict(self.meta)}
+
     def _ring_rules(self, state: Dict[str, torch.Tensor], new: Dict[str, torch.Tensor]) -> None:
         """KV ring buffers (names ``<prefix>layers.{i}.k|v``) whose step output is smaller than
         the buffer are slots, counted by ``<prefix>offset``."""

@@ -59,14 +59,6 @@ def weights_hash(modules: Iterable[torch.nn.Module]) -> str:
     return h.hexdigest()
 
 
-def _dtype_name(t: torch.Tensor) -> str:
-    return str(t.dtype).replace("torch.", "")
-
-
-def _io_spec(names, tensors) -> list:
-    return [{"name": n, "shape": list(t.shape), "dtype": _dtype_name(t)} for n, t in zip(names, tensors)]
-
-
 def _to_fp16(path: Path, external: bool) -> None:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -142,31 +134,20 @@ def export_graph(graph: StepGraph, path: Path, precision: str = "fp32", opset: i
     elif precision != "fp32":
         raise ValueError(f"precision must be fp32, fp16 or int8, got {precision!r}")
 
-    def spec(entries):
-        for e in entries:
-            if precision == "fp16" and e["dtype"] == "float32":
-                e["dtype"] = "float16"
-        return entries
-
     init = graph.init_state()
     state_file = path.with_suffix(".state.safetensors")
     if init:
         from safetensors.torch import save_file
         save_file({k: v.contiguous() for k, v in init.items()}, str(state_file))
-    return {
-        "file": path.name,
-        "external_data": (path.name + ".data") if external else None,
-        "inputs": spec(_io_spec(graph.input_names, args)),
-        "outputs": spec(_io_spec(graph.output_names, outs)),
-        "data_inputs": list(graph.data_inputs),
-        "data_outputs": list(graph.data_outputs),
-        "state": list(graph.state_names),
-        "slots": {k: r.to_dict() for k, r in graph.slot_rules.items()},
-        "init_state": state_file.name if init else None,
-        "weight_bytes": int(weight_bytes),
-        "meta": dict(graph.meta),
-        **{k: getattr(graph, k) for k in ("top_k",) if hasattr(graph, k)},
-    }
+    entry = graph.describe(args, outs)
+    if precision == "fp16":  # the converter made every float input and output fp16
+        for e in entry["inputs"] + entry["outputs"]:
+            if e["dtype"] == "float32":
+                e["dtype"] = "float16"
+    return {"file": path.name, "external_data": (path.name + ".data") if external else None,
+            **entry, "init_state": state_file.name if init else None,
+            "weight_bytes": int(weight_bytes),
+            **{k: getattr(graph, k) for k in ("top_k",) if hasattr(graph, k)}}
 
 
 def export_graphs(graphs: Dict[str, StepGraph], out_dir: Path, meta: dict, precision: str = "fp32",

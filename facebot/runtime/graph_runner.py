@@ -65,13 +65,7 @@ class GraphSpec:
         args = graph.example_inputs()
         with torch.inference_mode():
             outs = graph(*args)
-        io = lambda names, ts: [{"name": n, "shape": list(t.shape), "dtype": str(t.dtype)[6:]}  # noqa: E731
-                                for n, t in zip(names, ts)]
-        entry = {"inputs": io(graph.input_names, args), "outputs": io(graph.output_names, outs),
-                 "data_inputs": list(graph.data_inputs), "data_outputs": list(graph.data_outputs),
-                 "state": list(graph.state_names),
-                 "slots": {k: r.to_dict() for k, r in graph.slot_rules.items()}, "meta": dict(graph.meta)}
-        return cls(graph.name, entry, graph.init_state())
+        return cls(graph.name, graph.describe(args, outs), graph.init_state())
 
 
 class GraphRunner(abc.ABC):
