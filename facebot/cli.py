@@ -21,13 +21,9 @@ EXIT_USAGE = 2
 
 def _config_file(name: str) -> Path:
     """config/<name> from the checkout, or from the installed share folder."""
-    from facebot.config import CONFIG_DIR
+    from facebot.package_files import config_file
 
-    candidates = [CONFIG_DIR / name, Path(sys.prefix) / "share" / "facebot" / "config" / name]
-    for c in candidates:
-        if c.is_file():
-            return c
-    return candidates[0]
+    return config_file(name)
 
 
 def _default_config() -> Path:

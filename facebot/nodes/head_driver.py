@@ -201,9 +201,11 @@ class HeadDriverNode(Node):
         return response
 
     def _set_estop(self, active: bool, via: str) -> None:
-        if active != self.controller.estop:
-            (self.get_logger().warning if active else self.get_logger().info)(
-                f'e-stop {"ENGAGED" if active else "released"} via {via}')
+        # one call site per severity: rclpy refuses a log call whose severity changes
+        if active and not self.controller.estop:
+            self.get_logger().warning(f'e-stop ENGAGED via {via}')
+        elif not active and self.controller.estop:
+            self.get_logger().info(f'e-stop released via {via}')
         self.controller.set_estop(active)
 
     # -- output ----------------------------------------------------------------------------
