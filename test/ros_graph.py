@@ -111,10 +111,14 @@ class Proc:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def stop(self, sig=signal.SIGINT, timeout: float = 30.0) -> int:
-        """Sends ``sig``; waits; kills the whole group if it does not end. Exit status."""
+    def stop(self, sig=signal.SIGINT, timeout: float = 30.0, group: bool = False) -> int:
+        """Sends ``sig`` (to the process, or like a terminal's Ctrl-C to its whole process
+        group); waits; kills the group if it does not end. Exit status."""
         if self.alive():
-            self.popen.send_signal(sig)
+            if group:
+                os.killpg(self.popen.pid, sig)
+            else:
+                self.popen.send_signal(sig)
         try:
             return self.popen.wait(timeout)
         except subprocess.TimeoutExpired:

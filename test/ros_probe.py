@@ -28,6 +28,7 @@ and prints one JSON object on stdout:
 - ``malformed``: sends broken audio, images and FLAME frames, then good ones.
 - ``flame --seconds S``: publishes a FLAME stream that asks for far too much motion.
 - ``estop true|false``: the head's e-stop service, then the diagnostics.
+- ``tone``: a tone on ``audio/out``; what the speaker and microphone nodes publish.
 - ``listen --seconds S``: what facebot publishes meanwhile.
 - ``graph --topics T... --nodes N...``: endpoints (types, QoS) and parameter descriptors.
 """
@@ -338,6 +339,30 @@ def cmd_flame(node, args) -> dict:
     return listener.result()
 
 
+def cmd_tone(node, args) -> dict:
+    """Speaks a tone on ``audio/out`` as the dialogue node would, hears ``audio/played``
+    (what the speaker played, stamped when heard) and ``audio/in`` (the microphone)."""
+    listener = Listener(node)
+    mic = []
+    node.create_subscription(AudioChunk, 'audio/in', lambda m: mic.append(
+        {'stamp': interfaces.stamp_to_ns(m.header.stamp), 'rate': int(m.sample_rate),
+         'n': len(m.data) // max(1, int(m.channels)) // 2 if m.encoding == 'S16LE' else -1,
+         'encoding': m.encoding}), qos_profile_sensor_data)
+    pub = node.create_publisher(AudioChunk, 'audio/out', RELIABLE)
+    spin_for(node, 10.0, until=lambda: pub.get_subscription_count() > 0)
+    spin_for(node, 0.5)
+    sent = []
+    for k in range(int(args.seconds / 0.08)):
+        t = np.arange(1920) / 24000.0 + k * 0.08
+        stamp = now_ns(node) + 100_000_000  # to be heard 100 ms from now
+        pub.publish(interfaces.audio_to_msg((0.3 * np.sin(2 * np.pi * 440 * t)).astype(
+            np.float32), 24000, stamp, 'S16LE', 'speaker', out=AudioChunk()))
+        sent.append(stamp)
+        spin_for(node, 0.08)
+    spin_for(node, args.settle_s)
+    return {**listener.result(), 'sent': sent, 'mic': mic}
+
+
 def cmd_listen(node, args) -> dict:
     listener = Listener(node)
     spin_for(node, args.seconds)
@@ -424,6 +449,9 @@ def main(argv=None) -> int:
     p.add_argument('--seconds', type=float, default=3.0)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--settle-s', type=float, default=1.5)
+    p = sub.add_parser('tone')
+    p.add_argument('--seconds', type=float, default=1.6)
+    p.add_argument('--settle-s', type=float, default=1.5)
     p = sub.add_parser('listen')
     p.add_argument('--seconds', type=float, default=2.0)
     p = sub.add_parser('estop')
@@ -441,7 +469,7 @@ def main(argv=None) -> int:
         result = {'wait-nodes': cmd_wait_nodes, 'converse': cmd_converse,
                   'malformed': cmd_malformed, 'flame': cmd_flame,
                   'graph': cmd_graph, 'listen': cmd_listen,
-                  'estop': cmd_estop, 'set': cmd_set}[args.cmd](node, args)
+                  'estop': cmd_estop, 'set': cmd_set, 'tone': cmd_tone}[args.cmd](node, args)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

@@ -20,6 +20,7 @@ process. One launched graph (module fixture) serves the read-mostly tests; lifec
 shutdown, audio devices and the two-host split get graphs of their own.
 """
 import json
+import os
 import re
 import signal
 import subprocess
@@ -335,3 +336,188 @@ def test_estop_service(graph):
     off = graph.probe('estop', 'false')
     assert off['ok'] and off['success'] and 'released' in off['message']
     assert off['diagnostics']['head_driver: head actuators']['values']['estop'] == 'False'
+
+
+# ------------------------------------------------------------------------------------------
+# lifecycle, start-up failure, shutdown, sound devices
+
+
+def test_dialogue_lifecycle_transitions(tmp_path):
+    g = ros_graph.Graph(tmp_path)
+    try:
+        proc = g.start('dialogue', 'ros2', 'run', 'facebot', 'dialogue')
+        g.wait_nodes('/dialogue')
+        assert g.ros2('lifecycle', 'get', '/dialogue').startswith('unconfigured')
+        for transition, state in (('configure', 'inactive'), ('activate', 'active'),
+                                  ('deactivate', 'inactive'), ('cleanup', 'unconfigured')):
+            out = g.ros2('lifecycle', 'set', '/dialogue', transition)
+            assert 'Transitioning successful' in out, out
+            assert g.ros2('lifecycle', 'get', '/dialogue').startswith(state)
+        # a configure that cannot build its backend fails, says why, and leaves it unconfigured
+        g.ros2('param', 'set', '/dialogue', 'backend', 'no_such_backend', '--no-daemon')
+        out = g.ros2('lifecycle', 'set', '/dialogue', 'configure', check=False)
+        assert 'Transitioning failed' in out, out
+        diag = g.probe('listen', '--seconds', '1.5')['diagnostics']['dialogue: duplex loop']
+        assert diag['level'] == 2 and 'no_such_backend' in diag['message']
+        assert g.ros2('lifecycle', 'get', '/dialogue').startswith('unconfigured')
+        g.ros2('param', 'set', '/dialogue', 'backend', 'scripted', '--no-daemon')
+        assert 'Transitioning successful' in g.ros2('lifecycle', 'set', '/dialogue',
+                                                    'configure')
+        assert 'Transitioning successful' in g.ros2('lifecycle', 'set', '/dialogue',
+                                                    'shutdown')
+        assert g.ros2('lifecycle', 'get', '/dialogue').startswith('finalized')
+        # Ctrl-C in the terminal: `ros2 run` leaves it to the node to get the signal itself
+        assert proc.stop(signal.SIGINT, group=True) == 0
+        assert 'Traceback' not in proc.output, proc.output[-3000:]
+    finally:
+        g.close()
+
+
+def started_pids(launch_output: str) -> dict[str, int]:
+    return {m.group(1): int(m.group(2)) for m in
+            re.finditer(r'\[INFO\] \[(\w+)-\d+\]: process started with pid \[(\d+)\]',
+                        launch_output)}
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        return Path(f'/proc/{pid}').exists() and \
+            Path(f'/proc/{pid}/stat').read_text().split()[2] != 'Z'
+    except OSError:
+        return False
+
+
+ALL_NODES = {'audio_capture', 'audio_player', 'dialogue', 'head_driver', 'face_display'}
+
+
+def test_sigint_to_ros2_launch_ends_every_node_cleanly(tmp_path):
+    """Every node, the sound nodes on a virtual sound card: started, used, then Ctrl-C."""
+    g = ros_graph.Graph(tmp_path)
+    try:
+        launch = g.launch('backend:=scripted')
+        g.wait_nodes(*(f'/{n}' for n in ALL_NODES), active='/dialogue')
+        res = g.probe('tone')
+        # (the dialogue node speaks on audio/out too: the tone's chunks are the loud ones)
+        tone = [p for p in res['topics']['audio/played'] if p['rms'] > 0.15]
+        assert len(tone) >= len(res['sent']) - 2, 'the speaker node did not play the tone'
+        assert min(p['stamp'] for p in tone) >= res['sent'][0] - 5_000_000  # not before due
+        assert res['mic'] and {m['encoding'] for m in res['mic']} == {'S16LE'}
+        assert res['diagnostics']['audio_capture: microphone']['message'] == 'capturing'
+        assert launch.stop(signal.SIGINT) == 0
+        out = launch.output
+        for name in ALL_NODES:
+            assert re.search(rf'\[{name}-\d+\]: process has finished cleanly', out), out[-4000:]
+        assert 'Traceback' not in out and 'RCLError' not in out, out[-4000:]
+    finally:
+        g.close()
+
+
+def test_sigterm_to_ros2_launch_stops_every_node(tmp_path):
+    """``ros2 launch`` itself dies on SIGTERM without stopping its nodes (upstream); our
+    nodes notice their parent is gone and stop as on Ctrl-C."""
+    g = ros_graph.Graph(tmp_path)
+    try:
+        launch = g.launch('backend:=scripted', 'start_audio:=false')
+        g.wait_nodes(*LAUNCHED, active='/dialogue')
+        pids = started_pids(launch.output)
+        assert set(pids) == {n.strip('/') for n in LAUNCHED}
+        launch.stop(signal.SIGTERM)
+        end = time.monotonic() + 20
+        while time.monotonic() < end and any(pid_alive(p) for p in pids.values()):
+            time.sleep(0.2)
+        assert not [n for n, p in pids.items() if pid_alive(p)], 'orphaned nodes left running'
+        logs = g.node_logs()
+        for name, pid in pids.items():
+            log = next(text for fname, text in logs.items() if f'_{pid}_' in fname)
+            assert log.rstrip().endswith('stopped cleanly'), (name, log[-1500:])
+    finally:
+        g.close()
+
+
+def test_a_failed_configure_does_not_block_shutdown(tmp_path):
+    g = ros_graph.Graph(tmp_path)
+    try:
+        launch = g.launch('backend:=no_such_backend', 'start_audio:=false',
+                          'start_display:=false', 'start_head:=false')
+        g.wait_nodes('/dialogue')
+        end = time.monotonic() + 30
+        while time.monotonic() < end and 'configure failed' not in launch.output:
+            time.sleep(0.2)
+        assert 'configure failed' in launch.output and 'no_such_backend' in launch.output
+        assert launch.stop(signal.SIGINT, timeout=20) == 0
+        assert re.search(r'\[dialogue-\d+\]: process has finished cleanly', launch.output)
+    finally:
+        g.close()
+
+
+# ------------------------------------------------------------------------------------------
+# two hosts: the model on a GPU host, microphone/head/display on the robot
+
+
+class NetworkPair:
+    """Two network namespaces joined by a veth pair: a 'robot' and a 'gpu' host.
+
+    The addresses exist only inside these namespaces (each has just ``lo`` and its end of
+    the veth), so no packet can leave them. Both share this machine's clock, as two hosts
+    synchronised by chrony/PTP would.
+    """
+
+    def __init__(self) -> None:
+        tag = f'{os.getpid() % 10000}'
+        self.robot, self.gpu = f'fbrobot{tag}', f'fbgpu{tag}'
+        self.created: list[str] = []
+
+    def _ip(self, *args: str) -> None:
+        r = subprocess.run(['ip', *args], capture_output=True, text=True, timeout=20)
+        if r.returncode != 0:
+            raise OSError(f'ip {" ".join(args)}: {r.stderr.strip()}')
+
+    def create(self) -> None:
+        for ns in (self.robot, self.gpu):
+            self._ip('netns', 'add', ns)
+            self.created.append(ns)
+        veth_r, veth_g = f'{self.robot}v', f'{self.gpu}v'
+        self._ip('link', 'add', veth_r, 'type', 'veth', 'peer', 'name', veth_g)
+        self._ip('link', 'set', veth_r, 'netns', self.robot)
+        self._ip('link', 'set', veth_g, 'netns', self.gpu)
+        for ns, dev, addr in ((self.robot, veth_r, '10.254.77.1/24'),
+                              (self.gpu, veth_g, '10.254.77.2/24')):
+            self._ip('-n', ns, 'addr', 'add', addr, 'dev', dev)
+            self._ip('-n', ns, 'link', 'set', dev, 'up', 'multicast', 'on')
+            self._ip('-n', ns, 'link', 'set', 'lo', 'up')
+
+    def delete(self) -> None:
+        for ns in self.created:
+            subprocess.run(['ip', 'netns', 'del', ns], capture_output=True, timeout=20)
+
+
+def test_nodes_split_over_two_hosts(utterance, tmp_path):
+    pair = NetworkPair()
+    try:
+        pair.create()
+    except (OSError, FileNotFoundError) as err:
+        pair.delete()
+        pytest.skip(f'cannot create network namespaces here ({err}); two-host test skipped')
+    robot = gpu = None
+    try:
+        robot = ros_graph.Graph(tmp_path / 'robot', netns=pair.robot)
+        gpu = ros_graph.Graph(tmp_path / 'gpu', netns=pair.gpu, domain=robot.domain)
+        for g in (robot, gpu):  # discovery across hosts: the subnet, not localhost
+            g.env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'SUBNET'
+        gpu.launch('backend:=scripted', 'start_audio:=false', 'start_head:=false',
+                   'start_display:=false')
+        robot.launch('start_dialogue:=false', 'start_audio:=false')
+        robot.wait_nodes('/dialogue', '/head_driver', '/face_display', active='/dialogue')
+        res = robot.probe('converse', '--wav', str(utterance), '--tail-s', '4')
+        t = res['topics']
+        assert 2 in [m['state'] for m in t['dialogue/state']], 'no answer across hosts'
+        assert max(m['rms'] for m in t['audio/out']) > 0.05
+        assert len(t['face/flame']) == 2 * len(t['audio/out'])
+        jaw = [m['position'][m['name'].index('jaw')] for m in t['head/joint_commands']]
+        assert max(jaw) > 0.02, 'the robot-side head driver never moved with the remote face'
+        assert_within_urdf(t['head/joint_commands'])
+    finally:
+        for g in (robot, gpu):
+            if g is not None:
+                g.close()
+        pair.delete()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import functools
 import math
 import signal
 import sys
@@ -248,6 +249,25 @@ def diagnostic_array(node, stamp_ns: int, name: str, level: str, message: str,
     return arr
 
 
+def until_shutdown(method):
+    """Decorates a timer callback or thread body that publishes.
+
+    A signal shuts the rclpy context down between any two lines of a running callback; the
+    next ``publish`` then raises (``publisher's context is invalid``). That is the node
+    stopping, not an error: the callback ends quietly. While the context is valid, errors
+    propagate as before.
+    """
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except Exception:
+            if self.context.ok():
+                raise
+            return None
+    return wrapper
+
+
 def now_ns(node) -> int:
     """The node's clock (ROS time: simulated time when ``use_sim_time`` is true)."""
     return int(node.get_clock().now().nanoseconds)
@@ -291,7 +311,8 @@ def run(node_factory: Callable[[], Any], args=None) -> int:
         # else the context was shut down under a running callback (e.g. a timer publishing
         # on a publisher the shutdown invalidated): the node is stopping anyway
     finally:
-        logger = node.get_logger()
+        # not the node's logger: its /rosout publisher died with the context
+        logger = rclpy.logging.get_logger(f'facebot.{node.get_name()}')
         close = getattr(node, 'close', None)
         if close is not None:
             close()

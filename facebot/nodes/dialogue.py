@@ -338,6 +338,7 @@ class DialogueNode(LifecycleNode):
 
     # -- the step --------------------------------------------------------------------------
 
+    @common.until_shutdown
     def on_tick(self) -> None:
         """Steps the frames that are ready (at most MAX_STEPS_PER_TICK)."""
         with self._lock:
@@ -407,6 +408,7 @@ class DialogueNode(LifecycleNode):
 
     # -- diagnostics -----------------------------------------------------------------------
 
+    @common.until_shutdown
     def publish_diagnostics(self) -> None:
         """Latency per stage, real-time factor, drop/refusal counters, backend in use."""
         values: dict = {'lifecycle state': self.state_label,

@@ -210,6 +210,7 @@ class HeadDriverNode(Node):
 
     # -- output ----------------------------------------------------------------------------
 
+    @common.until_shutdown
     def on_tick(self) -> None:
         """One control tick: the limited command for now, in every configured form."""
         t0 = time.perf_counter()
@@ -246,6 +247,7 @@ class HeadDriverNode(Node):
             self.pubs['joint_state'].publish(msg)
         self.latency.add({'tick': (time.perf_counter() - t0) * 1000.0})
 
+    @common.until_shutdown
     def publish_diagnostics(self) -> None:
         """Mode, e-stop, controller counters and tick latency."""
         ctl = self.controller
