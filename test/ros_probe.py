@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright 2025 facebot maintainers
 #
 # Licensed under the Apache License, Version 2.0 (the "License");
@@ -290,7 +289,8 @@ def cmd_malformed(node, args) -> dict:
     bad_flames = []
     for field, value in (('jaw_pose', [math.nan, 0.0, 0.0]), ('source', 9),
                          ('expression', [math.inf] * 10), ('eyelids', [math.nan, 0.0])):
-        msg = interfaces.flame_to_msg(FlameFrame.neutral(stamp_ns=t, source=FrameSource.PROCEDURAL), out=FlameParams())
+        frame = FlameFrame.neutral(stamp_ns=t, source=FrameSource.PROCEDURAL)
+        msg = interfaces.flame_to_msg(frame, out=FlameParams())
         setattr(msg, field, value)
         bad_flames.append(msg)
     for msg in bad_audio:

@@ -19,6 +19,7 @@ space with ``ros2 launch`` / ``ros2 run``; the checks use the ``ros2`` CLI and a
 process. One launched graph (module fixture) serves the read-mostly tests; lifecycle,
 shutdown, audio devices and the two-host split get graphs of their own.
 """
+import ast
 import json
 import os
 import re
@@ -41,6 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NODES_YAML = ROOT / 'config' / 'facebot_nodes.yaml'
 URDF = ROOT / 'urdf' / 'facebot_head.urdf'
 LAUNCHED = ('/dialogue', '/head_driver', '/face_display')
+# Topics fed from outside facebot's own nodes (a camera driver, an operator, the simulator).
+EXTERNAL_INPUTS = {'/camera/image_raw', '/head/estop', '/audio/played'}
 FRAME_NS = 80_000_000
 PLAYOUT_NS = 80_000_000  # facebot_nodes.yaml playout_delay_ms
 
@@ -183,6 +186,26 @@ def test_parameters_and_descriptors(graph):
     assert 'Min value: 0.0' in text and 'Max value: 2.0' in text and 'changes apply live' in text
 
 
+def launch_parameter_arguments() -> dict[str, set]:
+    """node -> the parameters facebot.launch.py sets from its arguments (its ``overrides``)."""
+    tree = ast.parse((ROOT / 'launch' / 'facebot.launch.py').read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], 'id', '') == 'overrides':
+            mapping = ast.literal_eval(node.value)
+            return {f'/{n}': set(params) for n, params in mapping.items()}
+    raise AssertionError('facebot.launch.py has no overrides mapping')
+
+
+def test_launch_arguments_set_declared_parameters(graph):
+    params = graph.probe('graph', '--nodes', *LAUNCHED, '--settle-s', '0')['params']
+    for node, names in launch_parameter_arguments().items():
+        assert names <= set(params[node]), (node, names - set(params[node]))
+    # and ros2 launch itself reads every launch file's arguments
+    for name in ('facebot.launch.py', 'record.launch.py'):
+        out = graph.ros2('launch', 'facebot', name, '--show-args')
+        assert 'Arguments (pass arguments as' in out, out
+
+
 def test_a_misspelt_parameter_file_is_caught(graph, tmp_path):
     """The check above on a planted mistake: a YAML key no node declares."""
     bad = tmp_path / 'bad.yaml'
@@ -320,6 +343,21 @@ def test_malformed_messages_are_counted_and_nodes_survive(graph):
     assert 'Traceback' not in graph.procs[0].output
 
 
+def test_a_late_speaker_moves_the_face_with_the_heard_voice(graph, utterance):
+    """An audio player that hears each chunk 300 ms after it was published: the dialogue
+    node stamps audio and FLAME later, so lips follow the voice as heard."""
+    res = graph.probe('converse', '--wav', str(utterance), '--lead-s', '0', '--tail-s', '1',
+                      '--heard-delay-s', '0.3')
+    t = res['topics']
+    delays = [a['stamp'] - s['stamp'] - FRAME_NS for s, a in
+              zip(t['dialogue/state'], t['audio/out'])]
+    assert delays[0] == PLAYOUT_NS  # before any feedback
+    assert np.median(delays[-10:]) > 250_000_000  # heard ~300 ms after publishing
+    assert [m['stamp'] for m in t['face/flame'][::2]] == [m['stamp'] for m in t['audio/out']]
+    loop = graph.probe('listen', '--seconds', '1.2')['diagnostics']['dialogue: duplex loop']
+    assert float(loop['values']['playout delay ms']) > 250
+
+
 def test_wild_flame_input_never_exceeds_the_limits(graph):
     res = graph.probe('flame', '--seconds', '3')
     assert_within_urdf(res['topics']['head/joint_commands'])
@@ -390,6 +428,43 @@ def pid_alive(pid: int) -> bool:
 ALL_NODES = {'audio_capture', 'audio_player', 'dialogue', 'head_driver', 'face_display'}
 
 
+def topic_problems(eps: list[dict]) -> list[str]:
+    """Type disagreements, QoS that cannot match, and topics nobody publishes."""
+    problems = []
+    by_topic: dict = {}
+    for ep in eps:
+        by_topic.setdefault(ep['topic'], []).append(ep)
+    for topic, group in sorted(by_topic.items()):
+        if len({ep['type'] for ep in group}) > 1:
+            problems.append(f'{topic}: types disagree: ' + ', '.join(
+                f"{ep['node']} {ep['kind']} {ep['type']}" for ep in group))
+        if any(ep['kind'] == 'pub' and ep['reliability'] == 'BEST_EFFORT' for ep in group) \
+                and any(ep['kind'] == 'sub' and ep['reliability'] == 'RELIABLE'
+                        for ep in group):
+            problems.append(f'{topic}: a reliable subscriber never hears a best-effort '
+                            'publisher')
+        if any(ep['kind'] == 'sub' for ep in group) and not any(
+                ep['kind'] == 'pub' for ep in group) and topic not in EXTERNAL_INPUTS:
+            problems.append(f'{topic}: subscribed but nobody publishes it')
+    return problems
+
+
+def test_topic_problems_catch_planted_mistakes():
+    ok = [{'topic': '/face/flame', 'type': 'facebot/msg/FlameParams', 'kind': k,
+           'reliability': 'RELIABLE', 'node': n}
+          for k, n in (('pub', 'dialogue'), ('sub', 'head_driver'))]
+    assert topic_problems(ok) == []
+    wrong_type = ok + [{**ok[1], 'type': 'std_msgs/msg/String', 'node': 'planted'}]
+    assert topic_problems(wrong_type)[0].startswith('/face/flame: types disagree')
+    strict = [{'topic': '/audio/in', 'type': 'facebot/msg/AudioChunk', 'kind': 'pub',
+               'reliability': 'BEST_EFFORT', 'node': 'audio_capture'},
+              {'topic': '/audio/in', 'type': 'facebot/msg/AudioChunk', 'kind': 'sub',
+               'reliability': 'RELIABLE', 'node': 'strict'}]
+    assert any('best-effort' in p for p in topic_problems(strict))
+    assert topic_problems([{**ok[1], 'topic': '/nowhere'}]) == [
+        '/nowhere: subscribed but nobody publishes it']
+
+
 def test_sigint_to_ros2_launch_ends_every_node_cleanly(tmp_path):
     """Every node, the sound nodes on a virtual sound card: started, used, then Ctrl-C."""
     g = ros_graph.Graph(tmp_path)
@@ -403,6 +478,13 @@ def test_sigint_to_ros2_launch_ends_every_node_cleanly(tmp_path):
         assert min(p['stamp'] for p in tone) >= res['sent'][0] - 5_000_000  # not before due
         assert res['mic'] and {m['encoding'] for m in res['mic']} == {'S16LE'}
         assert res['diagnostics']['audio_capture: microphone']['message'] == 'capturing'
+        # the whole graph of facebot.launch.py: types agree, QoS match, nothing unfed
+        topics = g.ros2('topic', 'list', '--no-daemon').split()
+        info = g.probe('graph', '--topics', *topics, '--settle-s', '0')['topics']
+        eps = [{**ep, 'topic': t} for t, group in info.items() for ep in group
+               if ep['node'] not in ('facebot_test_probe', '_ros2cli_daemon_0')
+               and not ep['node'].startswith('_ros2cli')]
+        assert topic_problems(eps) == []
         assert launch.stop(signal.SIGINT) == 0
         out = launch.output
         for name in ALL_NODES:

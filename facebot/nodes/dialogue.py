@@ -50,6 +50,7 @@ from facebot.nodes import _common as common
 from facebot.nodes._common import Param
 from facebot.pipeline.backends import BackendOptions, make_backend
 from facebot.pipeline.duplex import DuplexLoop, LoopConfig
+from facebot.pipeline.playout import PlayoutTracker
 from facebot.pipeline.scripted import ScriptedConfig
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
@@ -155,8 +156,7 @@ class DialogueNode(LifecycleNode):
         self.error = ''
         self._pending: collections.deque = collections.deque()
         self._image = None  # (rgb array, stamp_ns)
-        self._sent: collections.deque = collections.deque(maxlen=500)  # (hash, publish ns)
-        self._lag_ns: float | None = None
+        self.playout = PlayoutTracker()
         self.playout_delay_ns = 0
 
     def make_executor(self):
@@ -236,8 +236,7 @@ class DialogueNode(LifecycleNode):
             self.loop.reset(self.params['seed'])
             self.framer = AudioFramer()
             self._pending.clear()
-            self._sent.clear()
-            self._lag_ns = None
+            self.playout.reset()
             self.active = True
         self.timer = self.create_timer(STEP_PERIOD_S, self.on_tick,
                                        callback_group=self.step_group)
@@ -326,15 +325,7 @@ class DialogueNode(LifecycleNode):
         except (ValueError, TypeError):
             self.counts['played_refused'] += 1
             return
-        with self._lock:
-            while self._sent:
-                sent_key, sent_ns = self._sent.popleft()
-                if sent_key == key:
-                    lag = heard - sent_ns
-                    self._lag_ns = lag if self._lag_ns is None else (
-                        0.8 * self._lag_ns + 0.2 * lag)
-                    return
-        self.counts['played_unmatched'] += 1
+        self.playout.played(key, heard)
 
     # -- the step --------------------------------------------------------------------------
 
@@ -350,11 +341,8 @@ class DialogueNode(LifecycleNode):
             self.step(frame)
 
     def _playout_delay_ns(self, frame) -> int:
-        delay = int(self.params['playout_delay_ms'] * 1e6)
-        if self.params['measure_playout'] and self._lag_ns is not None:
-            measured = common.now_ns(self) + self._lag_ns - (frame.stamp_ns + FRAME_NS)
-            delay = max(delay, int(measured))
-        return delay
+        return self.playout.delay_ns(int(self.params['playout_delay_ms'] * 1e6), frame.stamp_ns,
+                                     common.now_ns(self), self.params['measure_playout'])
 
     def _user_image(self, frame):
         if self._image is None:
@@ -380,8 +368,7 @@ class DialogueNode(LifecycleNode):
         audio = interfaces.audio_to_msg(result.robot_audio, MODEL_RATE, result.audio_stamp_ns,
                                         p['output_encoding'], p['audio_frame_id'],
                                         out=AudioChunk())
-        with self._lock:
-            self._sent.append((hash(bytes(audio.data)), common.now_ns(self)))
+        self.playout.sent(hash(bytes(audio.data)), common.now_ns(self))
         self.pubs['audio'].publish(audio)
         for f in result.flame:
             try:
@@ -422,8 +409,9 @@ class DialogueNode(LifecycleNode):
         if steps:
             values['real-time factor'] = float(np.mean(steps)) / (STEP_PERIOD_S * 1000.0)
         for key in ('steps', 'frames_dropped', 'audio_refused', 'images', 'images_refused',
-                    'step_errors', 'flame_refused', 'played_unmatched'):
+                    'step_errors', 'flame_refused', 'played_refused'):
             values[key] = self.counts[key]
+        values['played_unmatched'] = self.playout.unmatched
         if self.framer is not None:
             s = self.framer.stats
             values.update({'input gaps filled': s.gaps_filled, 'input restarts': s.restarts,
