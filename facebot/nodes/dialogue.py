@@ -21,7 +21,7 @@ Lifecycle:
 
 - configure: loads the config file (``loop`` and ``scripted`` sections), builds the
   backend (loads weights / engine) and the loop; creates the publishers and subscriptions.
-- activate: starts the 80 ms step timer (12.5 Hz); user audio is re-framed by an
+- activate: starts the step timer; user audio is re-framed by an
   :class:`~facebot.audio.framing.AudioFramer` as it arrives, and each tick steps the frames
   that are ready (at most two, so the loop catches up after a hiccup without bursting).
 - deactivate: stops the timer and drops pending audio. cleanup: releases the backend.
@@ -59,7 +59,11 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
-STEP_PERIOD_S = FRAME_NS / 1e9  # 0.08 s: 12.5 Hz
+FRAME_PERIOD_S = FRAME_NS / 1e9  # 0.08 s: one model frame
+# A frame is stepped within this long of its last chunk arriving. A timer at the frame rate
+# would add 40 ms on average to every answer (measured: bench/bench_ros_graph.py); polling
+# at 100 Hz costs a few microseconds per idle tick.
+STEP_POLL_S = 0.01
 MAX_STEPS_PER_TICK = 2
 IMAGE_CHANNELS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1}
 
@@ -238,7 +242,7 @@ class DialogueNode(LifecycleNode):
             self._pending.clear()
             self.playout.reset()
             self.active = True
-        self.timer = self.create_timer(STEP_PERIOD_S, self.on_tick,
+        self.timer = self.create_timer(STEP_POLL_S, self.on_tick,
                                        callback_group=self.step_group)
         self.state_label = 'active'
         return super().on_activate(state)
@@ -407,7 +411,7 @@ class DialogueNode(LifecycleNode):
         values.update(self.latency.summary())
         steps = self.latency.values.get('step')
         if steps:
-            values['real-time factor'] = float(np.mean(steps)) / (STEP_PERIOD_S * 1000.0)
+            values['real-time factor'] = float(np.mean(steps)) / (FRAME_PERIOD_S * 1000.0)
         for key in ('steps', 'frames_dropped', 'audio_refused', 'images', 'images_refused',
                     'step_errors', 'flame_refused', 'played_refused'):
             values[key] = self.counts[key]
