@@ -63,20 +63,21 @@ def _truth_segments(track):
 
 
 def _face(robot_audio, duration):
-    """FLAME frames whose jaw is the voice envelope JAW_LAG_S later, with stamp jitter and
-    three dropped frames; and jaw commands reached COMMAND_LEAD_S early."""
-    env = voice_envelope(robot_audio)
-    t_env = (np.arange(env.shape[0]) + 0.5) * 0.01
+    """FLAME frames showing the voice envelope of JAW_LAG_S earlier (each frame the mean over
+    the 40 ms it is shown), with stamp jitter and three dropped frames; and 100 Hz jaw
+    commands reaching the envelope COMMAND_LEAD_S early."""
+    env = voice_envelope(robot_audio)  # 10 ms bins
     rng = np.random.default_rng(0)
-    n = int(duration / 0.04)
+    n = int(duration / 0.04) - 4
     keep = np.setdiff1d(np.arange(n), [100, 101, 300])
-    t = keep * 0.04 + rng.normal(0, 0.002, keep.shape[0])
-    jaw = np.interp(t - JAW_LAG_S, t_env, env)
+    t = keep * 0.04 + np.round(rng.normal(0, 0.002, keep.shape[0]), 2)  # jitter in whole 10 ms bins
+    bins = np.round((t - JAW_LAG_S) / 0.01).astype(int)
+    jaw = [env[max(b, 0):max(b + 4, 0)].mean() if b + 4 > 0 else 0.0 for b in bins]
     frames = [FlameFrame(jaw_pose=np.array([j, 0, 0], np.float32), stamp_ns=T0 + int(round(ti * 1e9)), sequence=int(k))
               for ti, j, k in zip(t, jaw, keep)]
-    t_cmd = np.arange(0, duration, 0.01)
-    cmd = np.interp(t_cmd + COMMAND_LEAD_S, t_env, env)
-    return frames, t, t_cmd, cmd
+    lead = int(round(COMMAND_LEAD_S / 0.01))
+    cmd = np.concatenate([env[lead:], np.zeros(lead)])
+    return frames, t, np.arange(env.shape[0]) * 0.01, cmd
 
 
 @pytest.fixture(scope="module")
@@ -288,3 +289,62 @@ def test_scenarios_have_known_speech_times_and_are_seeded(situation):
     if situation == "pause":
         gaps = [b.start_s - a.end_s for a, b in zip(truth, truth[1:])]
         assert len(gaps) == 2 and all(0.6 <= g <= 1.3 for g in gaps)
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+    """`facebot run` on the sample conversation, whose user turns are known (its layout JSON)."""
+    root = tmp_path_factory.mktemp("sample")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XDG_CACHE_HOME", str(root / "cache"))
+    try:
+        rc = cli.main(["run", "--out", str(root / "out"), "--t0-ns", str(T0), "--no-progress", "--no-video"])
+    finally:
+        mp.undo()
+    assert rc == 0
+    layout = json.loads((root / "cache" / "facebot" / "sample_conversation.json").read_text())
+    return root / "out", layout
+
+
+def test_a_facebot_run_folder_and_its_bag(sample_run):
+    """The scripted backend on the sample: every reply, the backchannel and the barge-in are
+    found where the layout put them, and the folder and its bag agree."""
+    out, layout = sample_run
+    folder, bag = evaluate(load(out)), evaluate(load(out / "bag"))
+    turns = {t["purpose"]: t for t in layout["turns"]}
+    d = folder["duplex"]
+    assert (d["turn_taking"]["n"], d["turn_taking"]["tor"]) == (3, 1.0)
+    assert (d["pause"]["n"], d["pause"]["tor"], d["backchannel"]["n"]) == (1, 0.0, 1)
+    (barge,) = folder["events"]["interruptions"]
+    assert barge["user_start_s"] == pytest.approx(turns["barge_in"]["start_s"], abs=EDGE_S)
+    assert barge["stopped"] and 0.0 < barge["stop_latency_s"] < 0.3  # the loop stops within a frame or two
+    assert folder["face"]["lip_sync_shown"]["lag_ms"] == pytest.approx(0.0, abs=LAG_MS)
+    assert folder["face"]["flame"]["fps"] == pytest.approx(25.0) and folder["face"]["frames_refused"] == 0
+    for section in ("pause", "turn_taking", "interruption"):
+        assert bag["duplex"][section]["n"] == d[section]["n"]
+    for key in ("mean", "p90"):
+        assert bag["duplex"]["turn_taking"]["latency_s"][key] == pytest.approx(d["turn_taking"]["latency_s"][key], abs=0.02)
+    assert bag["face"]["lip_sync_shown"]["lag_ms"] == folder["face"]["lip_sync_shown"]["lag_ms"]
+
+
+def test_scenario_set_runs_the_backend_and_is_stable(tmp_path, capsys):
+    """`facebot eval --scenarios`: the same figures on a rerun; the scripted backend's known
+    behaviour (answers every turn, stops for every interruption, and for a user's "yeah" too)."""
+    figures = []
+    for name in ("a", "b"):
+        rc = cli.main(["eval", "--scenarios", "--count", "1", "--no-plot", "--out", str(tmp_path / name)])
+        assert rc == 0
+        data = json.loads((tmp_path / name / "eval.json").read_text())
+        figures.append(data["situations"])
+    assert figures[0] == figures[1]
+    s = figures[0]
+    assert set(s) == set(SITUATIONS)
+    assert s["turn_end"]["turn_taking"]["n"] == 2 and s["turn_end"]["turn_taking"]["tor"] == 1.0
+    assert s["interrupt"]["interruption"]["n"] == 1 and s["interrupt"]["interruption"]["stop_rate"] == 1.0
+    assert s["user_backchannel"]["user_backchannel"]["n"] == 1
+    assert s["user_backchannel"]["user_backchannel"]["yield_rate"] == 1.0
+    assert s["pause"]["pause"]["n"] == 2
+    table = capsys.readouterr().out
+    assert "Moshi" in table and "PersonaPlex" in table and "pause handling TOR" in table
+    for situation in SITUATIONS:
+        assert (tmp_path / "a" / f"{situation}_0" / "scenario.json").is_file()

@@ -1,8 +1,9 @@
 """Face-side metrics: does the jaw move with the voice as heard, and is the FLAME stream regular.
 
 Lip-sync offset is the lag that best lines up the jaw with the robot's voice envelope
-(normalised cross-correlation on a 10 ms grid, searched within +-``max_lag_s``); positive
-means the jaw moves after the voice. It is measured for the jaw as shown (FLAME jaw_pose[0]
+(normalised cross-correlation of 10 ms RMS against the jaw value held over the same 10 ms, as a
+display or a position controller holds it; searched within +-``max_lag_s``); positive means the
+jaw moves after the voice. It is measured for the jaw as shown (FLAME jaw_pose[0]
 at its show stamp) and for the actuator command at the time it is meant to be reached.
 """
 from __future__ import annotations
@@ -21,12 +22,22 @@ def voice_envelope(audio: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean(np.asarray(audio[: n * hop], np.float64).reshape(n, hop) ** 2, axis=1))
 
 
+def _held(track: JawTrack, t: np.ndarray) -> np.ndarray:
+    """The track as a display or a position controller plays it: each value holds until the
+    next one (NaN before the first and after the last + one period)."""
+    order = np.argsort(track.t_s)
+    ts, vs = track.t_s[order], track.value[order]
+    idx = np.searchsorted(ts, t, side="right") - 1
+    out = np.where(idx >= 0, vs[np.clip(idx, 0, None)], np.nan)
+    period = np.median(np.diff(ts)) if ts.size > 1 else 0.0
+    out[t >= ts[-1] + period] = np.nan
+    return out
+
+
 def lip_sync_lag(audio: np.ndarray, jaw: JawTrack, max_lag_s: float = 0.3) -> dict:
     """{'lag_ms', 'r'} of the jaw against the voice envelope; None values when either is flat."""
     env = voice_envelope(audio)
-    t = (np.arange(env.shape[0]) + 0.5) * HOP_S
-    order = np.argsort(jaw.t_s)
-    j = np.interp(t, jaw.t_s[order], jaw.value[order], left=np.nan, right=np.nan)
+    j = _held(jaw, np.arange(env.shape[0]) * HOP_S)  # value on screen / commanded during each 10 ms
     ok = np.isfinite(j)
     if ok.sum() < 10 or env[ok].std() == 0 or j[ok].std() == 0:
         return {"lag_ms": None, "r": None}

@@ -164,7 +164,8 @@ def run_scenarios(out_dir: str | Path, build: Callable, count: int = 5, seed: in
             loop.reset(seed)
             backend = loop.backend.describe()
             run_dir = out / name
-            run_session(loop, run_dir, FileAudioSource(wav, T0_NS), head=head, progress=False, deterministic=True)
+            run_session(loop, run_dir, FileAudioSource(wav, T0_NS), head=head, progress=False, deterministic=True,
+                        plot=plot)
             (run_dir / "scenario.json").write_text(json.dumps(layout, indent=1))
             conv = load(run_dir)
             result = evaluate(conv)
