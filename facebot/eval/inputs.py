@@ -54,7 +54,7 @@ def load(path: str | Path, user_topic: str = "/audio/in", robot_topic: str = "/a
     p = Path(path)
     if not p.exists():
         raise EvalInputError(f"{p}: no such file or folder")
-    if p.is_dir() and (p / "metadata.yaml").is_file() or p.suffix in (".mcap", ".db3"):
+    if (p.is_dir() and (p / "metadata.yaml").is_file()) or p.suffix in (".mcap", ".db3"):
         return _load_bag(p, user_topic, robot_topic, audio_format)
     if p.is_dir():
         return _load_run(p)
@@ -174,9 +174,13 @@ def _load_bag(p: Path, user_topic: str, robot_topic: str, audio_format: str | No
             raise EvalInputError(f"{p}: {topic} carries {max(channels)}-channel audio; "
                                  f"the {side}'s side must be mono on its own topic")
     t0 = min(chunks[s][0].stamp_ns for s in chunks)
-    user, robot = _same_length(_place(chunks["user"], t0), _place(chunks["robot"], t0))
+    (user, user_off), (robot, robot_off) = _place(chunks["user"], t0), _place(chunks["robot"], t0)
+    user, robot = _same_length(user, robot)
     conv = Conversation(p.name, str(p), user, robot)
     dropped = {f"{side}_{k}": v for side, b in streams.items() for k, v in b.dropped.items()}
+    for side, n in (("user", user_off), ("robot", robot_off)):
+        if n:
+            dropped[f"{side}_rate_changed"] = n
     if dropped:
         conv.notes.append("dropped audio messages: " + ", ".join(f"{k} {v}" for k, v in dropped.items()))
     topics = bag_topics(p)
@@ -207,15 +211,16 @@ def _load_bag(p: Path, user_topic: str, robot_topic: str, audio_format: str | No
     return conv
 
 
-def _place(chunks, t0_ns: int) -> np.ndarray:
-    """Audio chunks written at their stamps on a timeline from ``t0_ns`` (gaps stay silent)."""
+def _place(chunks, t0_ns: int) -> tuple[np.ndarray, int]:
+    """Audio chunks written at their stamps on a timeline from ``t0_ns`` (gaps stay silent),
+    and how many chunks were left out because their sample rate differs from the first's."""
     rate = chunks[0].sample_rate
-    if any(c.sample_rate != rate for c in chunks):
-        chunks = [c for c in chunks if c.sample_rate == rate]  # a rate change mid-bag: keep the first rate
+    kept = [c for c in chunks if c.sample_rate == rate]
+    left_out, chunks = len(chunks) - len(kept), kept
     starts = [int(round((c.stamp_ns - t0_ns) * rate / NS)) for c in chunks]
     n = max(s + c.samples.shape[0] for s, c in zip(starts, chunks))
     out = np.zeros(n, np.float32)
     for s, c in zip(starts, chunks):
         if s >= 0:
             out[s:s + c.samples.shape[0]] = c.samples[:, 0]
-    return _to_rate(out, rate)
+    return _to_rate(out, rate), left_out

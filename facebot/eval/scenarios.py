@@ -238,10 +238,13 @@ def headline(situations: dict) -> dict:
         "backchannel_per_s": g("pause", "backchannel", "per_s"),
         "turn_taking_tor": g("turn_end", "turn_taking", "tor"),
         "turn_taking_latency_s": g("turn_end", "turn_taking", "latency_s", "mean"),
+        "turn_taking_latency_p50_s": g("turn_end", "turn_taking", "latency_s", "p50"),
+        "turn_taking_latency_p90_s": g("turn_end", "turn_taking", "latency_s", "p90"),
         "interruption_tor": g("interrupt", "interruption", "tor"),
         "interruption_latency_s": g("interrupt", "interruption", "latency_s", "mean"),
         "interruption_stop_rate": g("interrupt", "interruption", "stop_rate"),
         "interruption_stop_latency_s": g("interrupt", "interruption", "stop_latency_s", "mean"),
+        "interruption_stop_latency_p90_s": g("interrupt", "interruption", "stop_latency_s", "p90"),
         "user_backchannel_yield_rate": g("user_backchannel", "user_backchannel", "yield_rate"),
     }
 
@@ -263,10 +266,13 @@ def format_comparison(ours_label: str, situations: dict) -> str:
         "backchannel_per_s": "backchannel freq (/s, higher better)",
         "turn_taking_tor": "turn-taking TOR (higher better)",
         "turn_taking_latency_s": "turn-taking latency (s, mean)",
+        "turn_taking_latency_p50_s": "  p50",
+        "turn_taking_latency_p90_s": "  p90",
         "interruption_tor": "interruption TOR (higher better)",
         "interruption_latency_s": "interruption response latency (s)",
         "interruption_stop_rate": "interruption stop rate",
-        "interruption_stop_latency_s": "interruption stop latency (s)",
+        "interruption_stop_latency_s": "interruption stop latency (s, mean)",
+        "interruption_stop_latency_p90_s": "  p90",
         "user_backchannel_yield_rate": "yields to a user backchannel (lower better)",
     }
     width = max(len(v) for v in labels.values()) + 2

@@ -166,7 +166,3 @@ def summarize(ev: Events, user: list[Segment], robot: list[Segment], duration_s:
         "user_backchannel": {"n": len(ev.user_backchannels),
                              "yield_rate": _rate([e["stopped"] for e in ev.user_backchannels])},
     }
-
-
-def events_dict(ev: Events) -> dict:
-    return asdict(ev)
