@@ -240,7 +240,7 @@ def _mutations():
         (drop("flame.npz"), [], "missing flame.npz"),
         (drop("robot.wav"), [], "missing robot.wav"),
         (old_summary, [], "no t0_ns (written by an older facebot"),
-        (stereo_user, [], "user.wav: 2 channels; user.wav must be mono"),
+        (stereo_user, [], "user.wav: 2 channel(s); user.wav must be mono"),
     ]
 
 

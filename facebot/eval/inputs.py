@@ -63,28 +63,26 @@ def load(path: str | Path, user_topic: str = "/audio/in", robot_topic: str = "/a
     raise EvalInputError(f"{p}: not a facebot run folder, a rosbag2 or a stereo WAV")
 
 
-def _read_mono(path: Path, what: str) -> np.ndarray:
+def _read_audio(path: Path, channels: int, what: str) -> list[np.ndarray]:
+    """The file's channels at RATE; ``what`` says, in the error, what the file should be."""
     from facebot.audio.files import AudioFileError, read_audio
 
     try:
         data, info = read_audio(path)
     except AudioFileError as err:
         raise EvalInputError(str(err)) from None
-    if info.channels != 1:
-        raise EvalInputError(f"{path}: {info.channels} channels; {what} must be mono "
-                             "(conversation.wav, user left and robot right, is evaluated on its own)")
-    return _to_rate(data[:, 0], info.sample_rate)
+    if info.channels != channels:
+        raise EvalInputError(f"{path}: {info.channels} channel(s); {what}")
+    return [_to_rate(data[:, c], info.sample_rate) for c in range(channels)]
 
 
 def _to_rate(x: np.ndarray, rate: int) -> np.ndarray:
+    """Whole-signal conversion with soxr, the resampler the loop uses."""
     if rate == RATE:
         return np.asarray(x, np.float32)
-    from math import gcd
+    import soxr
 
-    from scipy.signal import resample_poly
-
-    g = gcd(RATE, rate)
-    return resample_poly(np.asarray(x, np.float64), RATE // g, rate // g).astype(np.float32)
+    return soxr.resample(np.asarray(x, np.float32), rate, RATE).astype(np.float32)
 
 
 def _same_length(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,16 +91,7 @@ def _same_length(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load_stereo(p: Path) -> Conversation:
-    from facebot.audio.files import AudioFileError, read_audio
-
-    try:
-        data, info = read_audio(p)
-    except AudioFileError as err:
-        raise EvalInputError(str(err)) from None
-    if info.channels != 2:
-        raise EvalInputError(f"{p}: {info.channels} channel(s); a WAV input must be stereo "
-                             "(user left, robot right)")
-    user, robot = _to_rate(data[:, 0], info.sample_rate), _to_rate(data[:, 1], info.sample_rate)
+    user, robot = _read_audio(p, 2, "a WAV input must be stereo (user left, robot right)")
     return Conversation(p.stem, str(p), user, robot, notes=["stereo WAV: no face data"])
 
 
@@ -116,7 +105,9 @@ def _load_run(p: Path) -> Conversation:
         raise EvalInputError(f"{p / 'summary.json'}: unreadable ({err})") from None
     if "t0_ns" not in summary or summary["t0_ns"] is None:
         raise EvalInputError(f"{p / 'summary.json'}: no t0_ns (written by an older facebot; run it again)")
-    user, robot = _same_length(_read_mono(p / "user.wav", "user.wav"), _read_mono(p / "robot.wav", "robot.wav"))
+    mono = "{} must be mono (conversation.wav, user left and robot right, is evaluated on its own)"
+    (user,), (robot,) = (_read_audio(p / f, 1, mono.format(f)) for f in ("user.wav", "robot.wav"))
+    user, robot = _same_length(user, robot)
     conv = Conversation(p.name, str(p), user, robot)
     _add_flame(conv, p / "flame.npz", int(summary["t0_ns"]))
     head = summary.get("head")

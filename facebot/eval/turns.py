@@ -11,7 +11,7 @@ arbitrary conversation the situations are read from the user's channel (``EventR
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
