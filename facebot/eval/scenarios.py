@@ -284,4 +284,9 @@ def format_comparison(ours_label: str, situations: dict) -> str:
             v = figures.get(key)
             cells.append(("-" if v is None else f"{v:.3f}").rjust(w))
         lines.append(label.ljust(width) + "".join(cells))
+    counts = {"pause": ("pause", "pauses"), "user_backchannel": ("user_backchannel", "user backchannels over the robot"),
+              "turn_end": ("turn_taking", "turn ends"), "interrupt": ("interruption", "interruptions of a robot turn")}
+    found = [f"{situations[k][sec]['n']} {what} in {situations[k]['instances']} {k} runs"
+             for k, (sec, what) in counts.items() if k in situations]
+    lines.append(f"{ours_label} events found: " + "; ".join(found))
     return "\n".join(lines)
