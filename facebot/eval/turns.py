@@ -78,6 +78,8 @@ def user_turns(user: list[Segment], robot_runs: list[Segment], rules: EventRules
 
 
 def find_events(user: list[Segment], robot: list[Segment], duration_s: float, rules: EventRules) -> Events:
+    """Every pause, turn end, interruption and backchannel on the timeline, with the robot's
+    reaction to it (what ``summarize`` turns into rates and latencies)."""
     runs = merge(robot, rules.robot_merge_s)
     turns = user_turns(user, runs, rules)
     ev = Events()
@@ -102,7 +104,8 @@ def find_events(user: list[Segment], robot: list[Segment], duration_s: float, ru
             event.update(_response(runs, is_turn, turn.end_s, next_start, rules, after=stop_s))
             ev.interruptions.append(event)
             continue
-        if active_at(runs, turn.end_s) is not None and active_at(runs, turn.end_s).start_s < turn.start_s:
+        holding = active_at(runs, turn.end_s)
+        if holding is not None and holding.start_s < turn.start_s:
             continue  # the robot held the floor all along: no turn to take
         event = {"user_end_s": turn.end_s}
         event.update(_response(runs, is_turn, turn.end_s, next_start, rules))
@@ -119,7 +122,7 @@ def find_events(user: list[Segment], robot: list[Segment], duration_s: float, ru
 def _response(runs, is_turn, user_end_s: float, next_start_s: float, rules: EventRules, after: float = -np.inf) -> dict:
     """The robot's answer to a user turn ending at ``user_end_s``: Full-Duplex-Bench's TOR and
     latency (first robot sound after the end, negative counted as 0)."""
-    lo = max(user_end_s - rules.early_s, after)
+    lo = user_end_s - rules.early_s
     answer = [(r, t) for r, t in zip(runs, is_turn) if lo <= r.start_s < next_start_s and r.start_s > after]
     if not answer:
         return {"taken": False, "robot_start_s": None, "latency_s": None}
