@@ -110,3 +110,40 @@ def test_bad_bag_arguments_are_refused_in_one_line(tmp_path, robot_bag, capsys, 
     rc, out = run_bag(tmp_path, "x", *args)
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 2 and needle in err and not out.exists()
+
+
+HOUR_NS = 3600 * 1_000_000_000
+YEAR_NS = 365 * 24 * HOUR_NS
+
+
+def test_a_jump_in_capture_stamps_is_a_discontinuity_not_time_to_fill(tmp_path, speech, monkeypatch):
+    """Issue 12.3: chunks stamped +1 h and +10 years. The head driver used to emit every 10 ms
+    command across the gap (360,401 for the hour; the years never end). Now the catch-up is
+    capped, the timeline restarts and the jumps are counted. A chunk logged +60 years on (past
+    2038: no ROS stamp can hold it) is dropped and counted."""
+    from facebot.robot.actuators import HeadController
+
+    path = tmp_path / "jump_bag"
+    with BagRecorder(path, {"/mic": "facebot/msg/AudioChunk"}) as bag:
+        for i, start in enumerate(range(0, len(speech), CHUNK)):
+            logged = T0 + start * 1_000_000_000 // RATE
+            header = logged + {60: HOUR_NS, 120: 10 * YEAR_NS}.get(i, 0)  # read in order, stamped ahead
+            if i == 150:  # past 2038 no header can hold the stamp: header 0, the reader takes the log time
+                header, logged = 0, logged + 60 * YEAR_NS
+            bag.write("/mic", logged, interfaces.audio_to_msg(speech[start:start + CHUNK], RATE, header))
+    ticks = []
+    tick = HeadController.tick
+
+    def counted_tick(self, now_ns):
+        ticks.append(now_ns)
+        assert len(ticks) < 20_000, "the head driver is filling the gap tick by tick"
+        return tick(self, now_ns)
+
+    monkeypatch.setattr(HeadController, "tick", counted_tick)
+    rc, out = run_bag(tmp_path, "o", str(path), "--audio-topic", "/mic")
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["head"]["timeline_restarts"] == 4  # two jumps forward, two back
+    assert summary["counters"]["input_restarts"] == 4
+    assert summary["counters"]["input_dropped_bad_stamp"] == 1
+    assert summary["head"]["commands"] == len(ticks) < 5_000

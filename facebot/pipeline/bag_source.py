@@ -28,6 +28,7 @@ _AUDIO_TYPES = (
     "audio_common_msgs/msg/AudioDataStamped",
 )
 _IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+MAX_STAMP_NS = (2 ** 31 - 1) * 1_000_000_000  # builtin_interfaces/Time holds int32 seconds
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,9 @@ class BagInput:
                 stamp = _stamp(msg, received_ns)
                 if getattr(msg, "header", None) is None:  # received when complete
                     stamp -= samples.shape[0] * 1_000_000_000 // rate
+                if not 0 <= stamp <= MAX_STAMP_NS:  # every output is a ROS message stamped from it
+                    self._drop("bad_stamp", f"stamp {stamp} ns is outside ROS time (0 .. 2038)")
+                    continue
                 yield AudioChunkIn(samples, rate, stamp)
 
     def _decode(self, msg, fmt: RawAudioFormat | None) -> tuple[np.ndarray, int]:

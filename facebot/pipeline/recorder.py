@@ -149,6 +149,7 @@ class SessionRecorder:
                    "robot_lead_samples": self._lead_samples, "bag_counts": dict(self.bag.counts)}
         if self.head is not None:
             summary["head"] = {"lead_ms": self.head.lead_ms, "commands": len(self._commands),
+                               "timeline_restarts": self.head.timeline_restarts,
                                "counters": dict(self.head.controller.counters)}
         (self.partial / "summary.json").write_text(json.dumps(summary, indent=2))
         self.partial.rename(self.out_dir)
