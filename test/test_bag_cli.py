@@ -147,3 +147,20 @@ def test_a_jump_in_capture_stamps_is_a_discontinuity_not_time_to_fill(tmp_path, 
     assert summary["counters"]["input_restarts"] == 4
     assert summary["counters"]["input_dropped_bad_stamp"] == 1
     assert summary["head"]["commands"] == len(ticks) < 5_000
+
+
+def test_audio_chunks_with_absurd_sample_rates_are_dropped_and_counted(tmp_path, speech):
+    """Issue 12.5: AudioChunk sample_rate 1 or 4294967295 was accepted (13 h of audio from 96 KB,
+    or a resampler asked for 4 GHz). Now each is dropped, counted, and the stream goes on."""
+    path = tmp_path / "rates_bag"
+    with BagRecorder(path, {"/mic": "facebot/msg/AudioChunk"}) as bag:
+        for i, start in enumerate(range(0, len(speech), CHUNK)):
+            stamp = T0 + start * 1_000_000_000 // RATE
+            msg = interfaces.audio_to_msg(speech[start:start + CHUNK], RATE, stamp)
+            msg.sample_rate = {30: 1, 31: 4294967295, 32: 3999}.get(i, RATE)
+            bag.write("/mic", stamp, msg)
+    rc, out = run_bag(tmp_path, "o", str(path), "--audio-topic", "/mic")
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counters"]["input_dropped_malformed"] == 3
+    assert summary["counters"]["replies_started"] == 1

@@ -45,9 +45,10 @@ class RawAudioFormat:
         if not m:
             raise SourceError(f"--audio-format {spec!r}: expected RATE:CHANNELS:ENCODING, e.g. 16000:1:S16LE")
         fmt = cls(int(m.group(1)), int(m.group(2)), m.group(3).upper())
-        if fmt.sample_rate <= 0 or fmt.channels <= 0:
-            raise SourceError(f"--audio-format {spec!r}: rate and channels must be positive")
+        if fmt.channels <= 0:
+            raise SourceError(f"--audio-format {spec!r}: channels must be positive")
         try:
+            pcm.check_sample_rate(fmt.sample_rate)
             pcm.sample_width(fmt.encoding)
         except ValueError as err:
             raise SourceError(f"--audio-format {spec!r}: {err}") from None
@@ -149,7 +150,8 @@ class BagInput:
         try:
             fmt = RawAudioFormat(int(info.sample_rate), int(info.channels), str(info.sample_format).upper())
             pcm.sample_width(fmt.encoding)
-            if fmt.sample_rate <= 0 or fmt.channels <= 0 or str(info.coding_format).lower() not in ("wave", "raw", ""):
+            pcm.check_sample_rate(fmt.sample_rate)
+            if fmt.channels <= 0 or str(info.coding_format).lower() not in ("wave", "raw", ""):
                 raise ValueError(f"unsupported AudioInfo {info}")
             return fmt
         except (ValueError, AttributeError) as err:
