@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shutil
 import sys
 import time
 from datetime import datetime
@@ -209,12 +208,14 @@ def _user_errors():
     """The exception types whose message is a complete one-line explanation."""
     from facebot.audio.files import AudioFileError
     from facebot.config import ConfigError
+    from facebot.io.atomic import AtomicWriteError
     from facebot.pipeline.sources import SourceError
 
     from facebot.model.tokenizer import TokenizerError
     from facebot.pipeline.model_backend import ModelLoadError
 
-    return (AudioFileError, ConfigError, SourceError, FileExistsError, ModelLoadError, TokenizerError)
+    return (AudioFileError, ConfigError, SourceError, FileExistsError, ModelLoadError, TokenizerError,
+            AtomicWriteError)
 
 
 def _corpus(args) -> int:
@@ -321,13 +322,14 @@ def _flame_convert(args) -> int:
 
 def _calibrate(args) -> int:
     from facebot.config import CONFIG_DIR, ConfigError
+    from facebot.io.atomic import AtomicWriteError
     from facebot.robot.calibrate import CalibrationError, run
 
     config = Path(args.config) if args.config else CONFIG_DIR / "head_reference.yaml"
     try:
         print(run(args.samples, config, args.out, args.fields, args.force,
                   args.weight_bound, args.ridge, args.min_weight))
-    except (CalibrationError, ConfigError) as err:
+    except (CalibrationError, ConfigError, AtomicWriteError) as err:
         raise _UserError(str(err)) from None
     return 0
 
@@ -434,7 +436,7 @@ def _run_checked(args) -> int:
     t0_ns = getattr(args, "t0_ns", None)
     t0_ns = t0_ns if t0_ns is not None else time.time_ns()
     source, video, label = _bag_inputs(args) if args.command == "bag" else _run_inputs(args, t0_ns)
-    out_dir = _out_dir(args)
+    out_dir, replace = _out_dir(args)
     speaker = None
     if getattr(args, "play", False):
         from facebot.pipeline.playback import SpeakerSink
@@ -446,7 +448,8 @@ def _run_checked(args) -> int:
         report = run_session(loop, out_dir, source, video=video, speaker=speaker,
                              realtime=getattr(args, "realtime", False) or live,
                              progress=not args.no_progress and sys.stderr.isatty(),
-                             head=head, renderer=renderer, deterministic=args.command == "bag")
+                             head=head, renderer=renderer, deterministic=args.command == "bag",
+                             replace=replace)
     finally:
         if speaker is not None:
             speaker.close()
@@ -553,21 +556,31 @@ def _device(spec: str | None):
     return int(spec) if spec is not None and spec.isdigit() else spec
 
 
-def _out_dir(args) -> Path:
+_INPUT_ARGS = ("input", "input_bag", "video", "config", "pipeline_config", "head", "display", "weights",
+               "mimi_weights", "tokenizer", "face_weights", "export_dir")
+
+
+def _out_dir(args) -> tuple[Path, bool]:
+    """The output folder, and whether it replaces an earlier one (only once the new one is
+    complete, and only an earlier facebot output: facebot.io.outputs)."""
+    from facebot.io.outputs import check_replaceable
+
     if args.out:
         out = Path(args.out)
-        if out.exists():
+        if out.exists() or out.is_symlink():
             if not args.force:
                 raise FileExistsError(f"{out}: output folder already exists (use --force to replace it)")
-            shutil.rmtree(out)
-        return out
+            inputs = [v for v in (getattr(args, a, None) for a in _INPUT_ARGS) if isinstance(v, str) and v]
+            check_replaceable(out, inputs)
+            return out, True
+        return out, False
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path("facebot_out") / stamp
     n = 1
     while out.exists():
         n += 1
         out = Path("facebot_out") / f"{stamp}-{n}"
-    return out
+    return out, False
 
 
 def _print_outputs(out: Path) -> None:

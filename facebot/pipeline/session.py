@@ -72,16 +72,19 @@ def run_session(
     renderer=None,
     deterministic: bool = False,
     plot: bool = True,
+    replace: bool = False,
 ) -> SessionReport:
     """Runs the loop over the whole source and writes the session folder.
 
     ``head`` (a HeadDriver) adds actuator commands; ``renderer`` adds the face video.
     ``deterministic`` keeps wall-clock measurements out of the bag, so that the same input
     and seed give an identical bag (they stay in summary.json). ``plot`` False skips
-    session.png (batch runs such as `facebot eval --scenarios --no-plot`).
+    session.png (batch runs such as `facebot eval --scenarios --no-plot`). ``replace``: an
+    existing ``out_dir`` (checked replaceable by the caller) is swapped out at the end.
     """
     recorder = SessionRecorder(out_dir, loop.backend.describe(), with_video=video is not None,
-                               head=head, renderer=renderer, deterministic=deterministic, plot=plot)
+                               head=head, renderer=renderer, deterministic=deterministic, plot=plot,
+                               replace=replace)
     framer = AudioFramer()
     timings: dict[str, list[float]] = {s: [] for s in STAGES}
     total_frames = None
