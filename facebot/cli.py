@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import os
 import sys
 import time
@@ -173,6 +174,18 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; SIGTERM and SIGHUP stop it like Ctrl-C: partial output removed, exit 128 + N."""
+    from facebot.pipeline.signals import Stopped, stop_on_signals
+
+    try:
+        with stop_on_signals():
+            return _main(argv)
+    except Stopped as err:
+        print(f"facebot: stopped by {err.name}; no output kept", file=sys.stderr)
+        return err.exit_code
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
         if args.command in ("run", "bag"):
@@ -417,12 +430,19 @@ def _eval_scenarios(args, rules) -> int:
     return 0
 
 
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES}
+
+
 def _run(args) -> int:
     errors = _user_errors()
     try:
         return _run_checked(args)
     except errors as err:
         raise _UserError(str(err)) from None
+    except OSError as err:  # a full, read-only or vanished output location: the session removed its partial output
+        if err.errno not in _WRITE_ERRNOS:
+            raise
+        raise _UserError(f"{err.filename or 'output'}: {err.strerror}; no output kept") from None
     except RuntimeError as err:  # e.g. libespeak-ng missing: the message says what to install
         if "espeak" in str(err).lower() or "onnx" in str(err).lower():
             raise _UserError(str(err)) from None

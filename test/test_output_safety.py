@@ -114,10 +114,9 @@ def test_force_swaps_an_earlier_output_only_once_the_new_one_is_complete(tmp_pat
     def fail(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    with monkeypatch.context() as m:  # the new run fails while writing its outputs
+    with monkeypatch.context() as m:  # the new run finds the disk full while writing its outputs
         m.setattr(SessionRecorder, "_write_plot", fail)
-        with pytest.raises(OSError):
-            run("--input", str(wav), "--out", str(prev), "--force")
+        assert run("--input", str(wav), "--out", str(prev), "--force") == 2
     assert snapshot(prev) == before and not (tmp_path / "prev.partial").exists()
     assert run("--input", str(wav), "--out", str(prev), "--force") == 0
     assert not (prev / "marker").exists() and (prev / "summary.json").is_file()
@@ -181,3 +180,60 @@ def test_npz_and_text_writes_keep_the_old_file_when_the_writer_fails(tmp_path, m
     assert summary.read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == ["flame.npz", "summary.json"]
     atomic_write_text(summary, "new")
     assert summary.read_text() == "new"
+
+
+# ------------------------------------------------------------------------------------------
+# item 7: SIGTERM, SIGHUP and a full disk end a run like Ctrl-C
+
+
+@pytest.fixture(scope="module")
+def long_wav(tmp_path_factory):
+    """Three minutes of quiet noise: long enough to be signalled mid-run."""
+    path = tmp_path_factory.mktemp("long") / "long.wav"
+    sf.write(path, np.random.default_rng(0).normal(0, 1e-3, 24000 * 180).astype(np.float32), 24000)
+    return path
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_mid_run_removes_the_partial_output_and_exits_128_plus_n(tmp_path, long_wav, sig):
+    """SIGTERM / SIGHUP used to leave <out>.partial/ behind (only SIGINT was clean)."""
+    out = tmp_path / "o"
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-m", "facebot.cli", "run", "--input", str(long_wav), "--out", str(out),
+                             "--t0-ns", str(T0), "--no-video", "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out.with_name("o.partial") / "bag").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.5)  # well inside the session
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + sig, err
+    assert err.strip().splitlines()[-1] == f"facebot: stopped by {signal.Signals(sig).name}; no output kept"
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_mid_run_is_one_line_and_leaves_nothing(tmp_path, wav, monkeypatch, capsys):
+    from facebot.bagio import BagRecorder
+
+    write = BagRecorder.write
+    calls = []
+
+    def write_until_full(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 200:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.path))
+        return write(self, *args, **kwargs)
+
+    monkeypatch.setattr(BagRecorder, "write", write_until_full)
+    out = tmp_path / "o"
+    assert run("--input", str(wav), "--out", str(out)) == 2
+    one_line_refusal(capsys, "No space left on device; no output kept")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
