@@ -569,6 +569,8 @@ def _bag_inputs(args):
 
     fmt = RawAudioFormat.parse(args.audio_format) if args.audio_format else None
     bag = BagInput(args.input_bag, args.audio_topic, args.camera_topic, fmt)
+    if bag.truncated_note:
+        print(f"facebot: warning: {bag.truncated_note}", file=sys.stderr)
     return BagAudioStream(bag), bag.camera(), f"{args.input_bag} ({args.audio_topic})"
 
 

@@ -1,5 +1,6 @@
 """`facebot bag`: the whole pipeline offline over a recorded rosbag2, deterministically."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -164,3 +165,64 @@ def test_audio_chunks_with_absurd_sample_rates_are_dropped_and_counted(tmp_path,
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counters"]["input_dropped_malformed"] == 3
     assert summary["counters"]["replies_started"] == 1
+
+
+def test_a_bag_cut_short_is_read_as_far_as_it_goes_with_a_warning(tmp_path, robot_bag, capsys):
+    """Issue 12.9: an MCAP without its footer (power loss) was refused whole."""
+    import shutil
+
+    cut = tmp_path / "cut_bag"
+    shutil.copytree(robot_bag, cut)
+    mcap = next(cut.glob("*.mcap"))
+    data = mcap.read_bytes()
+    mcap.write_bytes(data[: len(data) * 6 // 10])
+    rc, out = run_bag(tmp_path, "o", str(cut), "--audio-topic", "/mic", "--camera-topic", "/camera/image_raw/compressed")
+    assert rc == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("facebot: warning:")]
+    assert len(warning) == 1 and "cut short" in warning[0] and "ros2 bag reindex" in warning[0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert any("cut short" in n for n in summary["notes"])
+    with AnyReader([robot_bag]) as reader:
+        total = sum(c.msgcount for c in reader.connections)
+    read = int(re.search(r"reading the (\d+) messages", warning[0]).group(1))
+    assert total * 0.4 < read < total * 0.7  # the part before the cut
+
+
+def test_corrupt_camera_images_are_counted(tmp_path, speech):
+    import cv2
+
+    path = tmp_path / "cam_bag"
+    topics = {"/mic": "facebot/msg/AudioChunk", "/cam": "sensor_msgs/msg/CompressedImage"}
+    image_cls = interfaces.msg_class("sensor_msgs/msg/CompressedImage")
+    _, jpg = cv2.imencode(".jpg", np.full((48, 64, 3), 90, np.uint8))
+    with BagRecorder(path, topics) as bag:
+        for i, start in enumerate(range(0, len(speech), CHUNK)):
+            stamp = T0 + start * 1_000_000_000 // RATE
+            bag.write("/mic", stamp, interfaces.audio_to_msg(speech[start:start + CHUNK], RATE, stamp))
+            if i % 5 == 0:
+                data = np.frombuffer(jpg.tobytes(), np.uint8).copy()
+                if i % 20 == 0:
+                    data[len(data) // 3:] = 0  # garbage after the header: undecodable
+                bag.write("/cam", stamp, image_cls(header=interfaces.make_header(stamp, "camera"), format="jpeg", data=data))
+    corrupt = len(range(0, len(range(0, len(speech), CHUNK)), 20))
+    rc, out = run_bag(tmp_path, "o", str(path), "--audio-topic", "/mic", "--camera-topic", "/cam")
+    assert rc == 0
+    assert json.loads((out / "summary.json").read_text())["counters"]["camera_dropped"] == corrupt
+
+
+@pytest.mark.parametrize("malformed", [False, True])
+def test_a_bag_without_usable_audio_is_one_line_and_exit_2(tmp_path, speech, capsys, malformed):
+    """Issue 12.9: exit 0 with an empty output folder."""
+    path = tmp_path / "silent_bag"
+    with BagRecorder(path, {"/mic": "facebot/msg/AudioChunk", "/other": "facebot/msg/AudioChunk"}) as bag:
+        for start in range(0, len(speech), CHUNK * 10):
+            stamp = T0 + start * 1_000_000_000 // RATE
+            msg = interfaces.audio_to_msg(speech[start:start + CHUNK], RATE, stamp)
+            if malformed:
+                msg.data = msg.data[:-1]
+            bag.write("/mic" if malformed else "/other", stamp, msg)
+    rc, out = run_bag(tmp_path, "o", str(path), "--audio-topic", "/mic")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("facebot: error:") and "no usable audio" in err[-1]
+    assert ("malformed" in err[-1]) == malformed
+    assert not out.exists() and not out.with_name("o.partial").exists()

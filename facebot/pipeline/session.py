@@ -15,7 +15,7 @@ import numpy as np
 from facebot.audio.framing import FRAME_NS, FRAME_SAMPLES, AudioFrame, AudioFramer
 from facebot.pipeline.duplex import DuplexLoop, StepResult
 from facebot.pipeline.recorder import SessionRecorder
-from facebot.pipeline.sources import FileAudioSource, MicrophoneSource, Pacer, VideoSource
+from facebot.pipeline.sources import FileAudioSource, MicrophoneSource, Pacer, SourceError, VideoSource
 
 STAGES = ("vad", "backend", "face", "record", "step")
 DRAIN_MAX_FRAMES = 125  # at most 10 s of the robot finishing after the input ends
@@ -102,8 +102,9 @@ def run_session(
                 last = _step(loop, frame, video, speaker, recorder, timings, bar)
         for frame in framer.flush():
             last = _step(loop, frame, video, speaker, recorder, timings, bar)
-        if last is not None:
-            _drain(loop, last, video, speaker, recorder, timings, bar)
+        if last is None:  # e.g. a bag whose audio topic is empty, or all of it dropped
+            raise SourceError(f"no usable audio in the input{_drops(source)}; nothing written")
+        _drain(loop, last, video, speaker, recorder, timings, bar)
         compute_s = time.perf_counter() - t_start
         report = SessionReport(
             out_dir=Path(out_dir),
@@ -111,7 +112,7 @@ def run_session(
             audio_s=recorder.frames * FRAME_NS / 1e9,
             compute_s=compute_s,
             timings_ms=timings,
-            counters=_counters(loop, framer, source),
+            counters=_counters(loop, framer, source, video),
         )
         info = getattr(source, "info", None)
         if info is not None and info.truncated_note:
@@ -164,9 +165,18 @@ def _drain(loop, last: StepResult, video, speaker, recorder, timings, bar) -> No
         last = _step(loop, silence, video, speaker, recorder, timings, bar)
 
 
-def _counters(loop: DuplexLoop, framer: AudioFramer, source) -> dict[str, int]:
+def _drops(source) -> str:
+    dropped = getattr(source, "dropped", None)
+    if hasattr(dropped, "items") and sum(dropped.values()):
+        return " (dropped: " + ", ".join(f"{v} {k}" for k, v in sorted(dropped.items())) + ")"
+    return ""
+
+
+def _counters(loop: DuplexLoop, framer: AudioFramer, source, video=None) -> dict[str, int]:
     dropped = getattr(source, "dropped", 0)  # a per-reason Counter (bags) or a count (microphone)
     counters = {f"input_dropped_{k}": v for k, v in dropped.items()} if hasattr(dropped, "items") else {"input_dropped": int(dropped)}
+    if video is not None and hasattr(video, "dropped"):  # a bag's camera: undecodable images
+        counters["camera_dropped"] = int(video.dropped)
     counters.update({
         "input_gaps_filled": framer.stats.gaps_filled,
         "input_restarts": framer.stats.restarts,
