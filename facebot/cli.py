@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import errno
 import os
+import shutil
 import sys
 import time
 from datetime import datetime
@@ -456,7 +457,7 @@ def _run_checked(args) -> int:
     t0_ns = getattr(args, "t0_ns", None)
     t0_ns = t0_ns if t0_ns is not None else time.time_ns()
     source, video, label = _bag_inputs(args) if args.command == "bag" else _run_inputs(args, t0_ns)
-    out_dir, replace = _out_dir(args)
+    out_dir, replace = _session_out_dir(args)
     speaker = None
     if getattr(args, "play", False):
         from facebot.pipeline.playback import SpeakerSink
@@ -578,11 +579,20 @@ def _device(spec: str | None):
     return int(spec) if spec is not None and spec.isdigit() else spec
 
 
-_INPUT_ARGS = ("input", "input_bag", "video", "config", "pipeline_config", "head", "display", "weights",
+_INPUT_ARGS = ("input", "inputs", "input_bag", "video", "config", "pipeline_config", "head", "display", "weights",
                "mimi_weights", "tokenizer", "face_weights", "export_dir")
 
 
-def _out_dir(args) -> tuple[Path, bool]:
+def _out_dir(args) -> Path:
+    """The output folder of a command that writes in place (eval): an earlier facebot output
+    it may replace (facebot.io.outputs) is removed first."""
+    out, replace = _session_out_dir(args)
+    if replace:
+        shutil.rmtree(out)
+    return out
+
+
+def _session_out_dir(args) -> tuple[Path, bool]:
     """The output folder, and whether it replaces an earlier one (only once the new one is
     complete, and only an earlier facebot output: facebot.io.outputs)."""
     from facebot.io.outputs import check_replaceable
@@ -592,7 +602,8 @@ def _out_dir(args) -> tuple[Path, bool]:
         if out.exists() or out.is_symlink():
             if not args.force:
                 raise FileExistsError(f"{out}: output folder already exists (use --force to replace it)")
-            inputs = [v for v in (getattr(args, a, None) for a in _INPUT_ARGS) if isinstance(v, str) and v]
+            values = [getattr(args, a, None) for a in _INPUT_ARGS]
+            inputs = [v for x in values for v in (x if isinstance(x, list) else [x]) if isinstance(v, str) and v]
             check_replaceable(out, inputs)
             return out, True
         return out, False

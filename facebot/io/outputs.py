@@ -2,7 +2,8 @@
 
 ``--force`` replaces an earlier facebot output folder and nothing else: not a regular file,
 not the working directory or any folder above it, not a folder that holds one of this run's
-inputs, and not a folder facebot did not write (recognised by its ``summary.json``). The new
+inputs, and not a folder facebot did not write (recognised by its ``summary.json`` or, for
+`facebot eval`, its ``eval.json``). The new
 output is built in ``<out>.partial`` and swapped in only when complete, so a failed run
 leaves the earlier output in place.
 """
@@ -20,12 +21,18 @@ class OutputRefused(FileExistsError):
 
 
 def is_facebot_output(folder: Path) -> bool:
-    """A folder written by `facebot run` / `facebot bag`: its summary.json says so."""
+    """A folder written by `facebot run` / `facebot bag` (its summary.json says so) or by
+    `facebot eval` (its eval.json)."""
+    summary, evaluation = _json_object(folder / "summary.json"), _json_object(folder / "eval.json")
+    return ("backend" in summary and "counters" in summary) or bool(evaluation)
+
+
+def _json_object(path: Path) -> dict:
     try:
-        summary = json.loads((folder / "summary.json").read_text())
+        value = json.loads(path.read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(summary, dict) and "backend" in summary and "counters" in summary
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def check_replaceable(out: Path, inputs: Iterable[str | os.PathLike] = ()) -> None:
@@ -42,7 +49,7 @@ def check_replaceable(out: Path, inputs: Iterable[str | os.PathLike] = ()) -> No
         if path == resolved or resolved in path.parents:
             raise OutputRefused(f"{out}: holds the input {item}; --force will not replace it")
     if not is_facebot_output(out):
-        raise OutputRefused(f"{out}: not a facebot output folder (no facebot summary.json); "
+        raise OutputRefused(f"{out}: not a facebot output folder (no facebot summary.json or eval.json); "
                             "--force replaces only those")
 
 
