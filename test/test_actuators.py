@@ -605,7 +605,7 @@ def _changed(cfg, change):
         return None
 
 
-@fast(150)
+@fast(100)
 @given(live_events, st.sampled_from(["hold", "neutral"]), st.integers(0, 2 ** 16))
 def test_live_limit_changes_at_random_times_never_step_beyond_the_limits(evs, estop_mode, seed):
     """Random streams (frames to every limit, e-stop, stalls) with limit, range and lead changes

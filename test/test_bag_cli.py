@@ -226,3 +226,71 @@ def test_a_bag_without_usable_audio_is_one_line_and_exit_2(tmp_path, speech, cap
     assert rc == 2 and err[-1].startswith("facebot: error:") and "no usable audio" in err[-1]
     assert ("malformed" in err[-1]) == malformed
     assert not out.exists() and not out.with_name("o.partial").exists()
+
+
+# ------------------------------------------------------------------------------------------
+# fuzz: whatever the bag holds, `facebot bag` ends, in one line or with every drop counted
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+STAMP_FAULTS = {"none": 0, "ahead_1h": HOUR_NS, "ahead_9y": 9 * YEAR_NS, "back_1h": -HOUR_NS}
+fuzz_chunks = st.lists(st.tuples(st.sampled_from([80, 320, 1000, 4000]),
+                                 st.sampled_from([RATE] * 6 + [1, 3999, 384_001, 4294967295]),
+                                 st.sampled_from(list(STAMP_FAULTS) + ["none"] * 8)),
+                       min_size=3, max_size=30)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+@given(fuzz_chunks, st.lists(st.integers(0, 2 ** 31), max_size=40), st.sampled_from([None, 0.3, 0.8]))
+def test_fuzzed_bags_end_in_bounded_work_with_every_drop_counted(tmp_path_factory, speech, monkeypatch_session,
+                                                                chunks, flips, cut):
+    """Random chunk sizes, lying rates, stamps jumping hours or years either way, bit flips and
+    cuts in the MCAP: exit 0 with the bad chunks counted, or one line and exit 2; never a
+    traceback, never a partial folder; head commands bounded by the audio's length plus 3 s per
+    timeline restart (the catch-up) plus the reply's drain."""
+    from facebot.robot.actuators import HeadController
+
+    tmp = tmp_path_factory.mktemp("fuzz")
+    path, pos, bad_rates = tmp / "bag", 0, 0
+    with BagRecorder(path, {"/mic": "facebot/msg/AudioChunk"}) as bag:
+        for size, rate, fault in chunks:
+            stamp = T0 + pos * 1_000_000_000 // RATE
+            header = stamp + STAMP_FAULTS[fault]
+            msg = interfaces.audio_to_msg(speech[pos % len(speech):][:size], RATE, header)
+            msg.sample_rate, bad_rates = rate, bad_rates + (rate != RATE)
+            bag.write("/mic", stamp, msg)
+            pos += size
+    mcap = next(path.glob("*.mcap"))
+    data = bytearray(mcap.read_bytes())
+    for f in flips:
+        data[64 + f % (len(data) - 64)] ^= 1 << (f % 8)
+    mcap.write_bytes(bytes(data[: int(len(data) * cut)] if cut else data))
+    ticks = []
+    tick = HeadController.tick
+    monkeypatch_session.setattr(HeadController, "tick", lambda self, now: ticks.append(now) or tick(self, now))
+    out = tmp / "o"
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = cli.main(["bag", str(path), "--audio-topic", "/mic", "--out", str(out), "--no-progress", "--no-video"])
+    monkeypatch_session.undo()
+    assert not out.with_name("o.partial").exists()
+    lines = [line for line in err.getvalue().splitlines() if line.startswith("facebot: error")]
+    if rc == 2:
+        assert len(lines) == 1 and err.getvalue().strip().splitlines()[-1] == lines[0] and not out.exists()
+        return
+    assert rc == 0 and not lines
+    summary = json.loads((out / "summary.json").read_text())
+    restarts = summary["head"]["timeline_restarts"]
+    assert len(ticks) == summary["head"]["commands"] <= 100 * (summary["audio_s"] + 3 * restarts + 1)
+    if not flips and not cut:
+        assert summary["counters"].get("input_dropped_malformed", 0) == bad_rates
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_session():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()

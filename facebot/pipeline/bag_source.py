@@ -122,8 +122,9 @@ class BagInput:
         try:
             topics = self._open()
         except Exception as again:
+            detail = str(again).splitlines()[0] if str(again) else type(again).__name__
             raise SourceError(f"{self.path}: not a readable rosbag2 ({reason}; the part before the cut "
-                              f"is unreadable too: {again}); try `ros2 bag reindex`") from None
+                              f"is unreadable too: {detail}); try `ros2 bag reindex`") from None
         self.truncated_note = (f"{files[0]}: cut short (no MCAP footer: power loss?); reading the "
                                f"{self.message_count} messages in its first {kept} of {total} bytes "
                                f"(`ros2 bag reindex` repairs the file itself)")
