@@ -25,8 +25,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside ``path`` (same suffix, so ``np.savez`` adds none) to write to by
     name; on a clean exit it is fsynced and renamed to ``path``, else removed."""
     target = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}",
-                                dir=target.parent if str(target.parent) else ".")
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}",
+                                    dir=target.parent if str(target.parent) else ".")
+    except OSError as err:  # a missing or read-only folder
+        raise _failed(target, err) from None
     os.close(fd)
     tmp = Path(name)
     try:
@@ -37,11 +40,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException as err:
         tmp.unlink(missing_ok=True)
         if isinstance(err, OSError) and not isinstance(err, AtomicWriteError):
-            reason = err.strerror or (str(err).splitlines() or [type(err).__name__])[0]
-            raise AtomicWriteError(f"{target}: not written ({reason}); "
-                                   "the previous file, if any, is unchanged") from None
+            raise _failed(target, err) from None
         raise
     _fsync_folder(target.parent)
+
+
+def _failed(target: Path, err: OSError) -> AtomicWriteError:
+    reason = err.strerror or (str(err).splitlines() or [type(err).__name__])[0]
+    return AtomicWriteError(f"{target}: not written ({reason}); the previous file, if any, is unchanged")
 
 
 @contextlib.contextmanager
