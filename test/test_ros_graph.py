@@ -469,21 +469,22 @@ def test_sigint_to_ros2_launch_ends_every_node_cleanly(tmp_path):
     """Every node, the sound nodes on a virtual sound card: started, used, then Ctrl-C."""
     g = ros_graph.Graph(tmp_path)
     try:
-        launch = g.launch('backend:=scripted')
-        g.wait_nodes(*(f'/{n}' for n in ALL_NODES), active='/dialogue')
+        # the dialogue waits unconfigured while the probe alone speaks on audio/out
+        launch = g.launch('backend:=scripted', 'autostart:=false')
+        g.wait_nodes(*(f'/{n}' for n in ALL_NODES))
         res = g.probe('tone')
-        # (the dialogue node speaks on audio/out too: the tone's chunks are the loud ones)
         tone = [p for p in res['topics']['audio/played'] if p['rms'] > 0.15]
         assert len(tone) >= len(res['sent']) - 2, 'the speaker node did not play the tone'
         assert min(p['stamp'] for p in tone) >= res['sent'][0] - 5_000_000  # not before due
         assert res['mic'] and {m['encoding'] for m in res['mic']} == {'S16LE'}
         assert res['diagnostics']['audio_capture: microphone']['message'] == 'capturing'
+        for transition in ('configure', 'activate'):
+            assert 'successful' in g.ros2('lifecycle', 'set', '/dialogue', transition)
         # the whole graph of facebot.launch.py: types agree, QoS match, nothing unfed
-        topics = g.ros2('topic', 'list', '--no-daemon').split()
+        topics = g.ros2('topic', 'list').split()
         info = g.probe('graph', '--topics', *topics, '--settle-s', '0')['topics']
         eps = [{**ep, 'topic': t} for t, group in info.items() for ep in group
-               if ep['node'] not in ('facebot_test_probe', '_ros2cli_daemon_0')
-               and not ep['node'].startswith('_ros2cli')]
+               if ep['node'] != 'facebot_test_probe' and not ep['node'].startswith('_ros2cli')]
         assert topic_problems(eps) == []
         assert launch.stop(signal.SIGINT) == 0
         out = launch.output
