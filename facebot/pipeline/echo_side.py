@@ -1,0 +1,77 @@
+"""The microphone side of a loop with a loudspeaker, shared by `facebot run`, the bench and
+the tests: the simulated room (if any) adds the robot's echo to each input frame, the echo
+stage (if any) removes it, and both are told what the robot played, stamped with when it is
+heard. ``run_frames`` drives a loop over a whole recording this way (no output folder)."""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from facebot.audio.framing import FRAME_NS, FRAME_SAMPLES, MODEL_RATE, AudioFrame
+from facebot.pipeline.duplex import DuplexLoop, StepResult
+from facebot.pipeline.echo_metrics import EchoTrace, echo_metrics
+
+__all__ = ["EchoSide", "EchoTrace", "run_frames"]
+
+
+class EchoSide:
+    """The microphone side of a session with a loudspeaker: the simulated room (if any) adds
+    the robot's echo to each frame, the echo stage (if any) removes it; both are told what
+    the robot played, stamped with when it is heard."""
+
+    def __init__(self, stage=None, room=None, trace: EchoTrace | None = None) -> None:
+        self.stage, self.room, self.trace = stage, room, trace
+        self.mic: list[np.ndarray] = []
+        self._last_mic = None
+
+    def before_step(self, frame: AudioFrame) -> tuple[AudioFrame, float | None]:
+        if self.room is not None:
+            frame = dataclasses.replace(frame, samples=self.room.capture(frame.samples, frame.stamp_ns))
+        if self.stage is None and self.room is None:
+            return frame, None
+        self._last_mic = frame.samples
+        self.mic.append(frame.samples)
+        if self.stage is None:
+            return frame, None
+        t0 = time.perf_counter()
+        cleaned = self.stage.process(frame)
+        return cleaned, (time.perf_counter() - t0) * 1000.0
+
+    def after_step(self, result: StepResult) -> None:
+        if self.room is not None:
+            self.room.play(result.robot_audio, result.audio_stamp_ns)
+        if self.stage is not None:
+            self.stage.add_reference(result.robot_audio, MODEL_RATE, result.audio_stamp_ns)
+        if self.trace is not None:
+            barge = result.user.onset_sample if result.output.barge_in else None
+            self.trace.add(self._last_mic, result.user_audio, self.room.last_echo, self.room.last_user,
+                           result.robot_audio, barge)
+
+    def summary(self) -> dict:
+        out: dict = {}
+        if self.stage is not None:
+            out.update(self.stage.stats())
+        else:
+            out["echo_cancellation"] = False
+        if self.room is not None:
+            out["room"] = self.room.describe()
+            out["true_delay_ms"] = round(self.room.echo_delay_ms, 2)
+            out["achieved"] = echo_metrics(self.trace)
+            out["mic_clipped_samples"] = self.room.clipped_samples
+        return out
+
+
+def run_frames(loop: DuplexLoop, user: np.ndarray, side: EchoSide, t0_ns: int = 0,
+               playout_delay_ns: int | None = None) -> list[StepResult]:
+    """Steps ``loop`` over ``user`` (24 kHz mono) frame by frame through ``side``."""
+    results = []
+    for k in range(user.shape[0] // FRAME_SAMPLES):
+        frame = AudioFrame(np.asarray(user[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES], np.float32),
+                           t0_ns + k * FRAME_NS, k)
+        frame, _ = side.before_step(frame)
+        result = loop.step(frame, playout_delay_ns=playout_delay_ns)
+        side.after_step(result)
+        results.append(result)
+    return results
