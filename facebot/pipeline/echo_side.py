@@ -75,3 +75,47 @@ def run_frames(loop: DuplexLoop, user: np.ndarray, side: EchoSide, t0_ns: int = 
         side.after_step(result)
         results.append(result)
     return results
+
+
+ROBOT_LONG_REPLY = ("I am going to talk for quite a long time now, so that you have plenty of chances to "
+                    "interrupt me, and so that the echo canceller has a lot of my voice to work on.")
+USER_QUESTION = "Hello robot, please tell me something."
+USER_INTERRUPTION = "Wait, stop please. I have a question about the weather."
+
+
+@dataclasses.dataclass
+class EchoScenario:
+    """The user's side of a test conversation with an open loudspeaker: a question, the
+    robot's long reply heard out in silence (robot-only talk), a second question, and an
+    interruption part-way through the second reply (double talk)."""
+
+    user: np.ndarray
+    interruption_s: tuple[float, float]  # when the interruption is spoken (dry, before the room)
+    robot_only_s: tuple[float, float]  # the span of the first reply, if heard out
+
+
+def echo_scenario(seed: int = 0, interrupt_after_s: float | None = None) -> EchoScenario:
+    """Seeded timing: the interruption comes 1.5-3.5 s into the second reply."""
+    from facebot.audio.espeak import EspeakVoice
+    from facebot.pipeline.scripted import ScriptedConfig
+
+    rng = np.random.default_rng(seed)
+    robot = ScriptedConfig()
+    reply_s = EspeakVoice(voice=robot.voice, rate_wpm=robot.rate_wpm, pitch=robot.pitch).synthesize(
+        ROBOT_LONG_REPLY, sample_rate=MODEL_RATE).duration_s
+    voice = EspeakVoice(voice="en-us+m3", rate_wpm=150)
+    question = voice.synthesize(USER_QUESTION, sample_rate=MODEL_RATE).audio
+    interruption = voice.synthesize(USER_INTERRUPTION, sample_rate=MODEL_RATE).audio
+    reply_delay = robot.turns.end_of_turn_ms / 1000.0 + 0.3
+    q1 = 0.5
+    reply1 = q1 + question.shape[0] / MODEL_RATE + reply_delay
+    q2 = reply1 + reply_s + 1.5
+    reply2 = q2 + question.shape[0] / MODEL_RATE + reply_delay
+    after = float(rng.uniform(1.5, 3.5)) if interrupt_after_s is None else interrupt_after_s
+    at = reply2 + after
+    total = at + interruption.shape[0] / MODEL_RATE + 4.0
+    user = np.zeros(int(total * MODEL_RATE), np.float32)
+    for start, clip in ((q1, question), (q2, question), (at, interruption)):
+        i = int(start * MODEL_RATE)
+        user[i:i + clip.shape[0]] += clip
+    return EchoScenario(user, (at, at + interruption.shape[0] / MODEL_RATE), (reply1, reply1 + reply_s))
