@@ -3,10 +3,12 @@
 For each seed (a different room, head layout, hardware delay and interruption time) the same
 conversation (``facebot.pipeline.echo_side.echo_scenario``: a question, the robot's long reply
 heard out, a second question, an interruption 1.5-3.5 s into the second reply) runs through
-the closed loop three ways: no loudspeaker at all (headphones: the baseline for barge-in
-timing), an open loudspeaker without echo cancellation, and with it. Prints per seed and
+the closed loop four ways: no loudspeaker at all (headphones: the baseline for barge-in
+timing), an open loudspeaker without echo cancellation, with it (AEC3 + noise suppression +
+high-pass, the default), and with it but without noise suppression. Prints per seed and
 summed: ERLE after convergence, convergence time, estimated vs true delay, false barge-ins
-(count and per minute of robot speech), barge-in latency during double talk, whether the
+(count and per minute of robot speech), barge-in latency during double talk (from the
+interruption's speech onset to the VAD's decision on the input timeline), whether the
 interruption's words are recognised (pocketsphinx) on the channel the loop heard, and the
 canceller's CPU time per 10 ms.
 
@@ -33,7 +35,7 @@ from facebot.pipeline.echo_side import (ROBOT_LONG_REPLY, USER_INTERRUPTION, Ech
 from facebot.pipeline.echo_stage import EchoInputStage, EchoStageConfig  # noqa: E402
 from facebot.pipeline.scripted import ScriptedBackend, ScriptedConfig  # noqa: E402
 
-VARIANTS = ("headphones", "no-aec", "aec")
+VARIANTS = ("headphones", "no-aec", "aec", "aec-no-ns")
 
 
 def _words(text: str) -> set[str]:
@@ -45,9 +47,9 @@ def run_one(backend, seed: int, variant: str, room_delay_ms, echo_db: float, tra
     room = stage = None
     if variant != "headphones":
         room = EchoRoom(EchoRoomConfig(seed=seed, delay_ms=room_delay_ms, echo_gain_db=echo_db))
-        stage = EchoInputStage(EchoStageConfig(echo_cancellation=variant == "aec",
-                                               noise_suppression=variant == "aec",
-                                               high_pass_filter=variant == "aec"))
+        aec = variant.startswith("aec")
+        stage = EchoInputStage(EchoStageConfig(echo_cancellation=aec, noise_suppression=variant == "aec",
+                                               high_pass_filter=aec))
     side = EchoSide(stage, room, EchoTrace() if room is not None else None)
     loop = DuplexLoop(backend, LoopConfig(playout_delay_ms=80.0), seed=seed)
     t0 = time.perf_counter()
@@ -62,7 +64,7 @@ def run_one(backend, seed: int, variant: str, room_delay_ms, echo_db: float, tra
         row.update({k: m.get(k) for k in ("erle_db", "erle_p10_db", "converged_s", "false_barge_ins",
                                            "false_barge_ins_per_min", "robot_speech_s")})
         row["true_delay_ms"] = round(room.echo_delay_ms, 1)
-        row["estimated_delay_ms"] = round(stage.delay_ms, 1) if variant == "aec" else None
+        row["estimated_delay_ms"] = round(stage.delay_ms, 1) if aec else None
         row["cpu_ms_per_10ms"] = round(stage.canceller.cpu_ms_per_block, 3)
         heard = np.concatenate([r.user_audio for r in results])
     else:
@@ -71,7 +73,7 @@ def run_one(backend, seed: int, variant: str, room_delay_ms, echo_db: float, tra
     onsets = [r.user.onset_sample / MODEL_RATE for r in results
               if r.output.barge_in and r.user.onset_sample is not None]
     hit = [t for t in onsets if a - 0.05 <= t <= a + 1.0]
-    row["interruption_latency_ms"] = round((hit[0] - a) * 1000.0, 1) if hit else None
+    row["interruption_latency_ms"] = round((hit[0] - scenario.speech_onset_s) * 1000.0, 1) if hit else None
     if transcribe is not None:
         seg = heard[int((a - 0.2) * MODEL_RATE):int((b + 0.5) * MODEL_RATE)]
         got = _words(transcribe(seg, MODEL_RATE))
@@ -112,7 +114,7 @@ def main(argv=None) -> int:
         false = sum(r.get("false_barge_ins") or 0 for r in rs)
         speech = sum(r.get("robot_speech_s") or 0 for r in rs)
         words = ", ".join(r.get("interruption_words", "-") for r in rs)
-        delays = ", ".join(f"{r.get('estimated_delay_ms')}/{r.get('true_delay_ms')}" for r in rs) if variant == "aec" else "-"
+        delays = ", ".join(f"{r.get('estimated_delay_ms')}/{r.get('true_delay_ms')}" for r in rs) if variant.startswith("aec") else "-"
         cpu = [r.get("cpu_ms_per_10ms") for r in rs if r.get("cpu_ms_per_10ms")]
         print(" | ".join([
             variant,

@@ -17,19 +17,33 @@ from facebot.pipeline.scripted import ScriptedBackend, ScriptedConfig
 sys.path.insert(0, str(Path(__file__).parent))
 from asr import transcribe  # noqa: E402
 
+SEED = 0
+
 
 @pytest.fixture(scope="module")
 def backend():
     return ScriptedBackend(ScriptedConfig(replies=(ROBOT_LONG_REPLY,)))
 
 
-def session(backend, aec: bool, seed: int = 0):
+def session(backend, aec: bool, seed: int = SEED, loudspeaker: bool = True):
     scenario = echo_scenario(seed)
-    room = EchoRoom(EchoRoomConfig(seed=seed))
+    room = EchoRoom(EchoRoomConfig(seed=seed)) if loudspeaker else None
     stage = EchoInputStage(EchoStageConfig(echo_cancellation=aec, noise_suppression=aec, high_pass_filter=aec))
-    side = EchoSide(stage, room, EchoTrace())
+    side = EchoSide(stage if loudspeaker else None, room, EchoTrace() if loudspeaker else None)
     results = run_frames(DuplexLoop(backend, LoopConfig(playout_delay_ms=80.0), seed=seed), scenario.user, side)
-    return scenario, room, stage, results, echo_metrics(side.trace)
+    return scenario, room, stage, results, (echo_metrics(side.trace) if loudspeaker else {})
+
+
+def interruption_latency_s(scenario, results):
+    a = scenario.interruption_s[0]
+    barge = [r.user.onset_sample / MODEL_RATE for r in results if r.output.barge_in]
+    hits = [t for t in barge if a - 0.05 <= t <= a + 1.0]
+    return hits[0] - scenario.speech_onset_s if hits else None
+
+
+@pytest.fixture(scope="module")
+def with_aec(backend):
+    return session(backend, aec=True)
 
 
 def test_without_aec_the_robot_barges_in_on_itself(backend):
@@ -38,32 +52,36 @@ def test_without_aec_the_robot_barges_in_on_itself(backend):
     assert m["false_barge_ins"] >= 3
 
 
-def test_with_aec_no_false_barge_in_and_the_interruption_is_heard(backend):
-    scenario, room, stage, results, m = session(backend, aec=True)
+def test_with_aec_no_false_barge_in_and_erle_after_convergence(with_aec):
+    scenario, room, stage, results, m = with_aec
     print(m, stage.stats())
+    assert m["robot_only_s"] > 5.0  # the first reply was heard out
     assert m["erle_db"] >= 25.0 and m["converged_s"] <= 1.0
     assert m["false_barge_ins"] == 0
     assert abs(stage.delay_ms - room.echo_delay_ms) < 2.0
+
+
+def test_interruption_detected_and_its_words_survive(backend, with_aec):
+    scenario, _, _, results, _ = with_aec
+    latency = interruption_latency_s(scenario, results)
+    assert latency is not None, "the interruption was not detected"
+    baseline = interruption_latency_s(*[session(backend, aec=False, loudspeaker=False)[i] for i in (0, 3)])
+    print(f"barge-in during double talk: {latency * 1000:.0f} ms after the speech onset "
+          f"(headphones: {baseline * 1000:.0f} ms)")
+    assert latency <= 0.5  # bench_echo.py gives the distribution over seeds
     a, b = scenario.interruption_s
-    barge = [r.user.onset_sample / MODEL_RATE for r in results if r.output.barge_in]
-    hits = [t for t in barge if a - 0.05 <= t <= a + 1.0]
-    assert hits, f"the interruption at {a:.2f} s was not detected: barge-ins at {barge}"
-    print("barge-in latency during double talk:", round((hits[0] - a) * 1000), "ms")
+    span = slice(int((a - 0.2) * MODEL_RATE), int((b + 0.5) * MODEL_RATE))
+    heard = np.concatenate([r.user_audio for r in results])
+    dry = transcribe(scenario.user[span], MODEL_RATE).split()
+    cleaned = set(transcribe(heard[span], MODEL_RATE).split())
+    print("dry:", dry, "cleaned:", cleaned)
+    assert len(dry) >= 8  # the recogniser understands this voice when nothing is in the way
+    assert len(set(dry) & cleaned) >= len(set(dry)) // 2
 
 
 @pytest.mark.xfail(strict=True, reason="known gap: AEC3's suppressor holds the user down for the first "
-                   "~150-900 ms of double talk here, so the VAD decides late and the words are garbled")
-def test_double_talk_targets(backend):
-    """The issue's targets: barge-in within 150 ms of the user's onset during double talk, and
-    the interruption's words recognised on the cleaned channel."""
-    scenario, room, stage, results, m = session(backend, aec=True)
-    a, b = scenario.interruption_s
-    barge = [r.user.onset_sample / MODEL_RATE for r in results if r.output.barge_in]
-    hits = [t for t in barge if a - 0.05 <= t <= a + 1.0]
-    assert hits and hits[0] - a <= 0.150
-    heard = np.concatenate([r.user_audio for r in results])
-    span = slice(int((a - 0.2) * MODEL_RATE), int((b + 0.5) * MODEL_RATE))
-    dry = set(transcribe(scenario.user[span], MODEL_RATE).split())
-    cleaned = set(transcribe(heard[span], MODEL_RATE).split())
-    print("dry:", dry, "cleaned:", cleaned)
-    assert len(cleaned & dry) >= max(1, len(dry) // 2)
+                   "~50-350 ms of double talk (headphones: 100-145 ms, see bench/bench_echo.py)")
+def test_double_talk_barge_in_within_150_ms(with_aec):
+    scenario, _, _, results, _ = with_aec
+    latency = interruption_latency_s(scenario, results)
+    assert latency is not None and latency <= 0.150

@@ -80,7 +80,9 @@ def run_frames(loop: DuplexLoop, user: np.ndarray, side: EchoSide, t0_ns: int = 
 ROBOT_LONG_REPLY = ("I am going to talk for quite a long time now, so that you have plenty of chances to "
                     "interrupt me, and so that the echo canceller has a lot of my voice to work on.")
 USER_QUESTION = "Hello robot, please tell me something."
-USER_INTERRUPTION = "Wait, stop please. I have a question about the weather."
+# en-us+f2 at 130 wpm: a voice other than the robot's that pocketsphinx transcribes exactly
+USER_VOICE = ("en-us+f2", 130)
+USER_INTERRUPTION = "Hey, stop talking please, I want to ask you something."
 
 
 @dataclasses.dataclass
@@ -90,8 +92,19 @@ class EchoScenario:
     interruption part-way through the second reply (double talk)."""
 
     user: np.ndarray
-    interruption_s: tuple[float, float]  # when the interruption is spoken (dry, before the room)
+    interruption_s: tuple[float, float]  # when the interruption clip plays (dry, before the room)
     robot_only_s: tuple[float, float]  # the span of the first reply, if heard out
+    # The interruption's speech onset: its first 10 ms whose level is within 20 dB of the
+    # clip's loudest 10 ms (the clip starts with silence and a faint /s/).
+    speech_onset_s: float = 0.0
+
+
+def speech_onset(clip: np.ndarray, rate: int = MODEL_RATE, below_peak_db: float = 20.0) -> float:
+    """Seconds from the clip's start to its first 10 ms within ``below_peak_db`` of its peak."""
+    block = rate // 100
+    n = clip.shape[0] // block
+    rms = np.sqrt(np.mean(clip[: n * block].astype(np.float64).reshape(n, block) ** 2, axis=1))
+    return float(np.argmax(rms >= rms.max() * 10 ** (-below_peak_db / 20.0)) * block / rate)
 
 
 def echo_scenario(seed: int = 0, interrupt_after_s: float | None = None) -> EchoScenario:
@@ -103,7 +116,7 @@ def echo_scenario(seed: int = 0, interrupt_after_s: float | None = None) -> Echo
     robot = ScriptedConfig()
     reply_s = EspeakVoice(voice=robot.voice, rate_wpm=robot.rate_wpm, pitch=robot.pitch).synthesize(
         ROBOT_LONG_REPLY, sample_rate=MODEL_RATE).duration_s
-    voice = EspeakVoice(voice="en-us+m3", rate_wpm=150)
+    voice = EspeakVoice(voice=USER_VOICE[0], rate_wpm=USER_VOICE[1])
     question = voice.synthesize(USER_QUESTION, sample_rate=MODEL_RATE).audio
     interruption = voice.synthesize(USER_INTERRUPTION, sample_rate=MODEL_RATE).audio
     reply_delay = robot.turns.end_of_turn_ms / 1000.0 + 0.3
@@ -118,4 +131,5 @@ def echo_scenario(seed: int = 0, interrupt_after_s: float | None = None) -> Echo
     for start, clip in ((q1, question), (q2, question), (at, interruption)):
         i = int(start * MODEL_RATE)
         user[i:i + clip.shape[0]] += clip
-    return EchoScenario(user, (at, at + interruption.shape[0] / MODEL_RATE), (reply1, reply1 + reply_s))
+    return EchoScenario(user, (at, at + interruption.shape[0] / MODEL_RATE), (reply1, reply1 + reply_s),
+                        at + speech_onset(interruption))
