@@ -13,7 +13,7 @@ interruption's words are recognised (pocketsphinx) on the channel the loop heard
 canceller's CPU time per 10 ms.
 
     python bench/bench_echo.py --seeds 0,1,2,3,4
-    python bench/bench_echo.py --seeds 0,1 --room-delay-ms 700   # beyond AEC3's own search
+    python bench/bench_echo.py --seeds 0,1,2 --room-delay-ms 700 --variants aec,aec-untracked --no-asr
 """
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ from facebot.pipeline.echo_side import (ROBOT_LONG_REPLY, USER_INTERRUPTION, Ech
 from facebot.pipeline.echo_stage import EchoInputStage, EchoStageConfig  # noqa: E402
 from facebot.pipeline.scripted import ScriptedBackend, ScriptedConfig  # noqa: E402
 
-VARIANTS = ("headphones", "no-aec", "aec", "aec-no-ns")
+VARIANTS = ("headphones", "no-aec", "aec", "aec-no-ns", "aec-untracked")
+DEFAULT_VARIANTS = "headphones,no-aec,aec,aec-no-ns"
 
 
 def _words(text: str) -> set[str]:
@@ -48,8 +49,9 @@ def run_one(backend, seed: int, variant: str, room_delay_ms, echo_db: float, tra
     if variant != "headphones":
         room = EchoRoom(EchoRoomConfig(seed=seed, delay_ms=room_delay_ms, echo_gain_db=echo_db))
         aec = variant.startswith("aec")
-        stage = EchoInputStage(EchoStageConfig(echo_cancellation=aec, noise_suppression=variant == "aec",
-                                               high_pass_filter=aec))
+        stage = EchoInputStage(EchoStageConfig(
+            echo_cancellation=aec, noise_suppression=variant != "aec-no-ns" and aec, high_pass_filter=aec,
+            track_delay=variant != "aec-untracked"))
     side = EchoSide(stage, room, EchoTrace() if room is not None else None)
     loop = DuplexLoop(backend, LoopConfig(playout_delay_ms=80.0), seed=seed)
     t0 = time.perf_counter()
@@ -61,11 +63,13 @@ def run_one(backend, seed: int, variant: str, room_delay_ms, echo_db: float, tra
         from facebot.pipeline.echo_metrics import echo_metrics
 
         m = echo_metrics(side.trace)
-        row.update({k: m.get(k) for k in ("erle_db", "erle_p10_db", "converged_s", "false_barge_ins",
-                                           "false_barge_ins_per_min", "robot_speech_s")})
+        keys = ("erle_db", "erle_p10_db", "converged_s", "false_barge_ins", "false_barge_ins_per_min",
+                "robot_speech_s")
+        row.update({k: m.get(k) for k in keys})
         row["true_delay_ms"] = round(room.echo_delay_ms, 1)
         row["estimated_delay_ms"] = round(stage.delay_ms, 1) if aec else None
         row["cpu_ms_per_10ms"] = round(stage.canceller.cpu_ms_per_block, 3)
+        row["stage_ms_per_frame_p50"] = round(float(np.median(side.stage_ms)), 3)
         heard = np.concatenate([r.user_audio for r in results])
     else:
         heard = scenario.user
@@ -88,8 +92,14 @@ def main(argv=None) -> int:
     p.add_argument("--room-delay-ms", type=float, default=None, help="fix the hardware delay (default: seeded)")
     p.add_argument("--echo-db", type=float, default=0.0, help="loudspeaker level at the mic (dB)")
     p.add_argument("--no-asr", action="store_true", help="skip the recogniser (needs pocketsphinx)")
+    p.add_argument("--variants", default=DEFAULT_VARIANTS,
+                   help=f"comma-separated, of {', '.join(VARIANTS)} (aec-untracked: AEC3 with the reference "
+                        "at its stamps, no delay tracking)")
     p.add_argument("--json", default=None, help="also write the rows here")
     args = p.parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
+    if set(variants) - set(VARIANTS):
+        p.error(f"unknown variant(s): {', '.join(sorted(set(variants) - set(VARIANTS)))}")
     transcribe = None
     if not args.no_asr:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
@@ -97,14 +107,15 @@ def main(argv=None) -> int:
     backend = ScriptedBackend(ScriptedConfig(replies=(ROBOT_LONG_REPLY,)))
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        for variant in VARIANTS:
+        for variant in variants:
             row = run_one(backend, seed, variant, args.room_delay_ms, args.echo_db, transcribe)
             rows.append(row)
             print(json.dumps(row), flush=True)
     print()
-    cols = ("variant", "ERLE dB (p10)", "conv s", "false b-i (/min)", "b-i latency ms", "words", "delay est/true", "ms/10ms")
+    cols = ("variant", "ERLE dB (p10)", "conv s", "false b-i (/min)", "b-i latency ms", "words", "delay est/true",
+            "AEC ms/10ms", "stage ms/80ms p50")
     print(" | ".join(cols))
-    for variant in VARIANTS:
+    for variant in variants:
         rs = [r for r in rows if r["variant"] == variant]
         lat = [r["interruption_latency_ms"] for r in rs]
         ok = [x for x in lat if x is not None]
@@ -114,8 +125,10 @@ def main(argv=None) -> int:
         false = sum(r.get("false_barge_ins") or 0 for r in rs)
         speech = sum(r.get("robot_speech_s") or 0 for r in rs)
         words = ", ".join(r.get("interruption_words", "-") for r in rs)
-        delays = ", ".join(f"{r.get('estimated_delay_ms')}/{r.get('true_delay_ms')}" for r in rs) if variant.startswith("aec") else "-"
+        delays = (", ".join(f"{r.get('estimated_delay_ms')}/{r.get('true_delay_ms')}" for r in rs)
+                  if variant.startswith("aec") else "-")
         cpu = [r.get("cpu_ms_per_10ms") for r in rs if r.get("cpu_ms_per_10ms")]
+        stage_ms = [r.get("stage_ms_per_frame_p50") for r in rs if r.get("stage_ms_per_frame_p50")]
         print(" | ".join([
             variant,
             f"{min(erle):.1f}-{max(erle):.1f} ({min(p10):.1f})" if erle else "-",
@@ -123,7 +136,8 @@ def main(argv=None) -> int:
             f"{false} ({60 * false / speech:.1f})" if speech else "-",
             (f"{sorted(ok)} missed {len(lat) - len(ok)}" if lat else "-"),
             words, delays,
-            f"{np.mean(cpu):.3f}" if cpu else "-",
+            f"{np.median(cpu):.3f}" if cpu else "-",
+            f"{np.median(stage_ms):.2f}" if stage_ms else "-",
         ]))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

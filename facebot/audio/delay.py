@@ -25,7 +25,7 @@ import soxr
 class DelayConfig:
     min_delay_ms: float = -200.0  # the echo may come earlier than its stamp says
     max_delay_ms: float = 1000.0
-    window_s: float = 1.5  # microphone audio per estimate
+    window_s: float = 1.0  # microphone audio per estimate
     analysis_rate: int = 8000  # the estimate needs no more band than this
     min_reference_dbfs: float = -40.0  # RMS of the reference window: below, the robot is silent
     min_peak_ratio: float = 7.0  # peak over the correlation's RMS floor

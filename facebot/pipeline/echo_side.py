@@ -24,6 +24,7 @@ class EchoSide:
     def __init__(self, stage=None, room=None, trace: EchoTrace | None = None) -> None:
         self.stage, self.room, self.trace = stage, room, trace
         self.mic: list[np.ndarray] = []
+        self.stage_ms: list[float] = []  # the echo stage's time per 80 ms frame
         self._last_mic = None
 
     def before_step(self, frame: AudioFrame) -> tuple[AudioFrame, float | None]:
@@ -37,7 +38,9 @@ class EchoSide:
             return frame, None
         t0 = time.perf_counter()
         cleaned = self.stage.process(frame)
-        return cleaned, (time.perf_counter() - t0) * 1000.0
+        ms = (time.perf_counter() - t0) * 1000.0
+        self.stage_ms.append(ms)
+        return cleaned, ms
 
     def after_step(self, result: StepResult) -> None:
         if self.room is not None:

@@ -49,7 +49,7 @@ class EchoStageConfig:
     guard_ms: float = 20.0
     min_lead_ms: float = 5.0  # below this lead AEC3 stops cancelling: shift again
     aec_span_ms: float = 250.0  # delays up to this after the shifted reference are AEC3's job
-    estimate_every_s: float = 0.5
+    estimate_every_s: float = 0.25
     history_s: float = 6.0  # reference and microphone audio kept
     delay: DelayConfig = dataclasses.field(default_factory=DelayConfig)
 
