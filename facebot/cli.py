@@ -101,8 +101,9 @@ def _build_parser() -> argparse.ArgumentParser:
     echo.add_argument("--no-aec", action="store_true", help="no echo cancellation (to hear the difference)")
     echo.add_argument("--no-noise-suppression", action="store_true", help="keep the background noise")
     echo.add_argument("--no-high-pass", action="store_true", help="no high-pass filter on the microphone")
-    echo.add_argument("--echo-delay-ms", type=float, default=0.0,
-                      help="initial guess of the echo's delay after its playout stamp (tracked from then on)")
+    echo.add_argument("--echo-delay-ms", type=float, default=None,
+                      help="initial guess of the echo's delay after its playout stamp (default 20 ms; tracked "
+                           "from then on)")
 
     bag = sub.add_parser("bag", parents=[common],
                          help="run the whole pipeline offline over a rosbag2 recorded on a robot")
@@ -382,10 +383,11 @@ def _echo_parts(args, playing: bool):
         return None, None
     from facebot.pipeline.echo_stage import EchoInputStage, EchoStageConfig
 
+    guess = {} if args.echo_delay_ms is None else {"echo_delay_ms": args.echo_delay_ms}
     try:
         stage = EchoInputStage(EchoStageConfig(
             echo_cancellation=not args.no_aec, noise_suppression=not args.no_noise_suppression,
-            high_pass_filter=not args.no_high_pass, echo_delay_ms=args.echo_delay_ms))
+            high_pass_filter=not args.no_high_pass, **guess))
         room = None
         if args.echo_room:
             from facebot.audio.room import EchoRoom, EchoRoomConfig

@@ -132,8 +132,13 @@ def test_missing_and_late_reference_pass_audio_through_and_are_counted():
     assert all(o.shape == (FRAME_SAMPLES,) and np.isfinite(o).all() for o in outs)
     assert stage.stats()["reference_missing_frames"] == len(frames)
     assert stage.reference_status == "no reference received"
-    stage.add_reference(far[:FRAME_SAMPLES], R, T0)  # arrives after its echo was processed
-    assert stage.stats()["reference_late_chunks"] == 1
+    for k in range(6):  # arrives after its echo was processed
+        stage.add_reference(far[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES], R, T0 + k * FRAME_NS)
+    assert stage.stats()["reference_late_chunks"] == 6
+    assert stage.reference_status.startswith("reference late")
+    stage.add_reference(far[:FRAME_SAMPLES], R, T0 + 60 * FRAME_NS)  # on time again, but none for now
+    for k in range(40, 46):
+        stage.process(AudioFrame(mic[:FRAME_SAMPLES], T0 + k * FRAME_NS, k))
     assert stage.reference_status.startswith("reference missing")
 
 

@@ -85,3 +85,30 @@ def test_double_talk_barge_in_within_150_ms(with_aec):
     scenario, _, _, results, _ = with_aec
     latency = interruption_latency_s(scenario, results)
     assert latency is not None and latency <= 0.150
+
+
+def test_facebot_run_echo_room_reports_what_the_canceller_achieved(tmp_path):
+    import json
+
+    import soundfile as sf
+
+    from facebot import cli
+
+    wav = tmp_path / "user.wav"
+    sf.write(wav, echo_scenario(SEED).user, MODEL_RATE)
+    out = tmp_path / "out"
+    assert cli.main(["run", "--input", str(wav), "--echo-room", "--seed", str(SEED), "--out", str(out),
+                     "--no-video", "--head", "none", "--no-progress", "--t0-ns", "1700000000000000000"]) == 0
+    echo = json.loads((out / "summary.json").read_text())["echo"]
+    print(echo)
+    assert echo["echo_cancellation"] and echo["reference"] == "ok"
+    assert abs(echo["estimated_delay_ms"] - echo["true_delay_ms"]) < 2.0
+    assert echo["achieved"]["erle_db"] >= 25.0 and echo["achieved"]["false_barge_ins"] == 0
+    assert (out / "mic.wav").is_file()
+    mic, _ = sf.read(out / "mic.wav")
+    heard, _ = sf.read(out / "user.wav")
+    n = min(mic.shape[0], heard.shape[0])
+    assert n > 10 * MODEL_RATE and np.abs(mic[:n] - heard[:n]).max() > 0.05  # the echo was in, and taken out
+    bad = cli.main(["run", "--input", str(wav), "--echo-room", "--room-delay-ms", "5000", "--out",
+                    str(tmp_path / "bad"), "--no-video", "--no-progress"])
+    assert bad == 2 and not (tmp_path / "bad").exists()

@@ -83,6 +83,7 @@ class EchoInputStage:
         self._consumed_end: int | None = None  # one past the last reference sample given to AEC3
         self._next_estimate: int | None = None
         self._missing_run = 0  # consecutive frames without reference
+        self._late_run = 0  # consecutive reference chunks that came too late
         self.shift_ms = self._target_shift(c.echo_delay_ms)  # reference read this much before the mic
 
     def _echo_config(self, c: EchoStageConfig) -> EchoConfig:
@@ -139,8 +140,15 @@ class EchoInputStage:
             return False
         self.counts["reference_chunks"] += 1
         start = stamp_to_index(stamp_ns, self.rate)
-        if self._consumed_end is not None and start < self._consumed_end - self.rate // 100:
+        self._late_run = self._late_run + 1 if (
+            self._consumed_end is not None and start < self._consumed_end - self.rate // 100) else 0
+        if self._late_run:
             self.counts["reference_late_chunks"] += 1  # the canceller already ran without it
+            if self._late_run >= 3 and self.shift_ms < 0.0 <= self.tracker.delay_ms - self.config.min_lead_ms:
+                # reading ahead of the microphone finds nothing yet: read at its own time
+                self.shift_ms = 0.0
+                self.canceller.restart()
+                self.counts["shifts"] += 1
         for f in frames:
             if f.filled_ns >= 10_000_000:  # a gap the framer bridged: not known to be silence
                 continue
@@ -202,6 +210,8 @@ class EchoInputStage:
             return "off"
         if self.counts["reference_chunks"] == 0:
             return "no reference received"
+        if self._late_run >= 5:
+            return "reference late (arrives after its echo; echo passes through)"
         if self._missing_run >= 5:
             return "reference missing (echo passes through)"
         return "ok"
