@@ -43,11 +43,13 @@ def _words(text: str) -> set[str]:
     return {w.strip(".,?!").lower() for w in text.split()}
 
 
-def run_one(backend, seed: int, variant: str, room_delay_ms, echo_db: float, transcribe=None) -> dict:
+def run_one(backend, seed: int, variant: str, room_delay_ms, echo_db: float, transcribe=None,
+            distortion: float | None = None) -> dict:
     scenario = echo_scenario(seed)
     room = stage = None
     if variant != "headphones":
-        room = EchoRoom(EchoRoomConfig(seed=seed, delay_ms=room_delay_ms, echo_gain_db=echo_db))
+        extra = {} if distortion is None else {"distortion": distortion}
+        room = EchoRoom(EchoRoomConfig(seed=seed, delay_ms=room_delay_ms, echo_gain_db=echo_db, **extra))
         aec = variant.startswith("aec")
         stage = EchoInputStage(EchoStageConfig(
             echo_cancellation=aec, noise_suppression=variant != "aec-no-ns" and aec, high_pass_filter=aec,
@@ -91,6 +93,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--room-delay-ms", type=float, default=None, help="fix the hardware delay (default: seeded)")
     p.add_argument("--echo-db", type=float, default=0.0, help="loudspeaker level at the mic (dB)")
+    p.add_argument("--distortion", type=float, default=None, help="loudspeaker soft clipping 0-1 (room default)")
     p.add_argument("--no-asr", action="store_true", help="skip the recogniser (needs pocketsphinx)")
     p.add_argument("--variants", default=DEFAULT_VARIANTS,
                    help=f"comma-separated, of {', '.join(VARIANTS)} (aec-untracked: AEC3 with the reference "
@@ -108,7 +111,7 @@ def main(argv=None) -> int:
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
         for variant in variants:
-            row = run_one(backend, seed, variant, args.room_delay_ms, args.echo_db, transcribe)
+            row = run_one(backend, seed, variant, args.room_delay_ms, args.echo_db, transcribe, args.distortion)
             rows.append(row)
             print(json.dumps(row), flush=True)
     print()

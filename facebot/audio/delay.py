@@ -28,7 +28,7 @@ class DelayConfig:
     window_s: float = 1.0  # microphone audio per estimate
     analysis_rate: int = 8000  # the estimate needs no more band than this
     min_reference_dbfs: float = -40.0  # RMS of the reference window: below, the robot is silent
-    min_peak_ratio: float = 7.0  # peak over the correlation's RMS floor
+    min_peak_ratio: float = 15.0  # peak over the correlation RMS floor (speech echo: 15-70; spurious: up to ~10)
     agree_ms: float = 3.0  # two estimates this close confirm each other
 
     def __post_init__(self) -> None:

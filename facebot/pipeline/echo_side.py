@@ -111,7 +111,10 @@ def speech_onset(clip: np.ndarray, rate: int = MODEL_RATE, below_peak_db: float 
 
 
 def echo_scenario(seed: int = 0, interrupt_after_s: float | None = None) -> EchoScenario:
-    """Seeded timing: the interruption comes 1.5-3.5 s into the second reply."""
+    """Seeded timing: the interruption comes 1.5-3.5 s into the second reply.
+
+    espeak-ng's output depends slightly on what the process synthesised before, so call this
+    first (or in a fresh process) where the exact audio matters."""
     from facebot.audio.espeak import EspeakVoice
     from facebot.pipeline.scripted import ScriptedConfig
 
