@@ -11,9 +11,9 @@ The module works on 10 ms blocks of 16-bit PCM. It accepts 24 kHz (the model rat
 (checked: 8, 16, 24, 32, 44.1 and 48 kHz all run, and 24 kHz cancels as well as 48 kHz), so
 no resampling is needed here; other rates are converted upstream by the framer.
 
-``EchoCanceller.process`` takes the microphone and a reference already aligned to it (the
-caller shifts the reference by the estimated delay minus ``guard_ms``, see
-``facebot.pipeline.echo_stage``), so AEC3 only has to find a small, positive remaining delay.
+``EchoCanceller.process`` takes the microphone and a reference already placed on its timeline
+(``facebot.pipeline.echo_stage`` shifts it so that the echo comes 5-250 ms after it), so AEC3
+only has to find a small, positive remaining delay.
 """
 from __future__ import annotations
 

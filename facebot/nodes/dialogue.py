@@ -454,7 +454,7 @@ class DialogueNode(LifecycleNode):
         if steps:
             values['real-time factor'] = float(np.mean(steps)) / (STEP_PERIOD_S * 1000.0)
         for key in ('steps', 'frames_dropped', 'audio_refused', 'images', 'images_refused',
-                    'step_errors', 'flame_refused', 'played_unmatched'):
+                    'step_errors', 'flame_refused', 'played_unmatched', 'played_refused'):
             values[key] = self.counts[key]
         if self.echo is not None:
             values.update({f'echo {k}': v for k, v in self.echo.stats().items()})
