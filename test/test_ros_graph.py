@@ -297,7 +297,10 @@ def test_face_display_publishes_images(conversation):
 def test_diagnostics(conversation):
     diag = conversation[0]['diagnostics']
     loop = diag['dialogue: duplex loop']['values']
-    assert diag['dialogue: duplex loop']['message'] == 'active'
+    # active; with echo cancellation on and no audio_player in this graph it also says the
+    # echo reference is missing (a warning: on a robot with a speaker that is a fault)
+    assert diag['dialogue: duplex loop']['message'].startswith('active')
+    assert 'echo erle_db' in loop and loop['echo reference'] != 'off'
     assert loop['backend'].startswith('scripted')
     assert 'step ms p50/p99/max' in loop and float(loop['real-time factor']) < 1.0
     assert int(loop['steps']) > 50 and int(loop['frames_dropped']) == 0
