@@ -361,6 +361,21 @@ def test_a_late_speaker_moves_the_face_with_the_heard_voice(graph, utterance):
     assert float(loop['values']['playout delay ms']) > 250
 
 
+def test_echo_of_the_robot_is_cancelled_and_switchable_live(graph, utterance):
+    """The robot's voice on audio/played and 60 ms later, at half level, in the microphone:
+    the dialogue node finds the delay and removes the echo; switched off live, it says so."""
+    res = graph.probe('echo', '--wav', str(utterance), '--delay-ms', '60')
+    loop = res['diagnostics']['dialogue: duplex loop']['values']
+    assert abs(float(loop['echo estimated_delay_ms']) - 60.0) < 15.0, loop
+    assert float(loop['echo erle_db']) > 20.0, loop
+    assert int(loop['echo reference_chunks']) > 100
+    off = graph.probe('set', '/dialogue:echo_cancellation=false')['results'][0]
+    assert off['successful'], off
+    loop = graph.probe('listen', '--seconds', '1.5')['diagnostics']['dialogue: duplex loop']
+    assert loop['values']['echo reference'] == 'off'
+    assert graph.probe('set', '/dialogue:echo_cancellation=true')['results'][0]['successful']
+
+
 def test_wild_flame_input_never_exceeds_the_limits(graph):
     res = graph.probe('flame', '--seconds', '3')
     assert_within_urdf(res['topics']['head/joint_commands'])
