@@ -59,9 +59,13 @@ setup(
         "matplotlib",  # the session plot
         "onnx",  # exported step graphs (facebot export)
         "onnxscript",  # torch.onnx's exporter
+        "livekit>=1.2",  # WebRTC audio processing (AEC3 echo cancellation, noise suppression)
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "pocketsphinx", "xacro", "flake8"],
+        # pyroomacoustics: the simulated loudspeaker room (`facebot run --echo-room`); wheels
+        # for x86_64 and aarch64 on Python 3.11+, an sdist (needs a C++ compiler) for 3.10.
+        "sim": ["pyroomacoustics"],
+        "test": ["pytest", "hypothesis", "pocketsphinx", "xacro", "flake8", "pyroomacoustics"],
     },
     entry_points={"console_scripts": ["facebot=facebot.cli:main"]},
     data_files=_data_files(),

@@ -87,6 +87,20 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default=None, help="PortAudio input device (name or index)")
     run.add_argument("--t0-ns", type=int, default=None,
                      help="capture time of the first input sample (default: now); fixes stamps for reproducible bags")
+    echo = run.add_argument_group("echo cancellation (on with --play and --echo-room)")
+    echo.add_argument("--echo-room", action="store_true",
+                      help="simulate an open loudspeaker: the robot's voice comes back into the input through a "
+                           "simulated room (seeded by --seed); summary.json reports what the canceller achieved")
+    echo.add_argument("--room-delay-ms", type=float, default=None,
+                      help="the simulated speaker's unreported hardware delay (default: drawn from 30-150 ms)")
+    echo.add_argument("--room-echo-db", type=float, default=0.0,
+                      help="the simulated speaker's level at the microphone vs the robot's output (default 0 dB)")
+    echo.add_argument("--no-aec", action="store_true", help="no echo cancellation (to hear the difference)")
+    echo.add_argument("--no-noise-suppression", action="store_true", help="keep the background noise")
+    echo.add_argument("--no-high-pass", action="store_true", help="no high-pass filter on the microphone")
+    echo.add_argument("--echo-delay-ms", type=float, default=None,
+                      help="initial guess of the echo's delay after its playout stamp (default 20 ms; tracked "
+                           "from then on)")
 
     bag = sub.add_parser("bag", parents=[common],
                          help="run the whole pipeline offline over a rosbag2 recorded on a robot")
@@ -464,13 +478,14 @@ def _run_checked(args) -> int:
 
         speaker = SpeakerSink()
     live = getattr(args, "input", None) == "mic"
+    echo, room = _echo_parts(args, speaker is not None)
     print(f"facebot {__version__}: backend {loop.backend.describe()}; input {label}", file=sys.stderr)
     try:
         report = run_session(loop, out_dir, source, video=video, speaker=speaker,
                              realtime=getattr(args, "realtime", False) or live,
                              progress=not args.no_progress and sys.stderr.isatty(),
                              head=head, renderer=renderer, deterministic=args.command == "bag",
-                             replace=replace)
+                             echo=echo, room=room, replace=replace)
     finally:
         if speaker is not None:
             speaker.close()
@@ -478,8 +493,49 @@ def _run_checked(args) -> int:
     for key, value in report.counters.items():
         if value:
             print(f"  {key}: {value}")
+    if report.echo:
+        print(_echo_line(report.echo))
     _print_outputs(out_dir)
     return 0
+
+
+def _echo_parts(args, playing: bool):
+    """The echo stage (with a loudspeaker: --play or --echo-room) and the simulated room."""
+    if args.command != "run" or not (playing or args.echo_room):
+        return None, None
+    from facebot.pipeline.echo_stage import EchoInputStage, EchoStageConfig
+
+    guess = {} if args.echo_delay_ms is None else {"echo_delay_ms": args.echo_delay_ms}
+    try:
+        stage = EchoInputStage(EchoStageConfig(
+            echo_cancellation=not args.no_aec, noise_suppression=not args.no_noise_suppression,
+            high_pass_filter=not args.no_high_pass, **guess))
+        room = None
+        if args.echo_room:
+            from facebot.audio.room import EchoRoom, EchoRoomConfig
+
+            room = EchoRoom(EchoRoomConfig(seed=args.seed, delay_ms=args.room_delay_ms,
+                                           echo_gain_db=args.room_echo_db))
+    except (ValueError, RuntimeError, ImportError) as err:
+        raise _UserError(str(err)) from None
+    return stage, room
+
+
+def _echo_line(echo: dict) -> str:
+    parts = [f"echo cancellation {'on' if echo.get('echo_cancellation') else 'off'}"]
+    if echo.get("echo_cancellation"):
+        parts.append(f"estimated delay {echo.get('estimated_delay_ms')} ms")
+        if "true_delay_ms" in echo:
+            parts[-1] += f" (room: {echo['true_delay_ms']} ms)"
+        parts.append(f"AEC {echo.get('cpu_ms_per_10ms')} ms per 10 ms")
+    got = echo.get("achieved") or {}
+    if got:
+        parts.append(f"ERLE {got.get('erle_db')} dB after 1 s (converged in {got.get('converged_s')} s)")
+        parts.append(f"false barge-ins {got.get('false_barge_ins')} ({got.get('false_barge_ins_per_min')}/min of robot speech)")
+        if got.get("double_talk_onsets"):
+            parts.append(f"barge-in during double talk {got.get('barge_in_latency_ms')} ms, "
+                         f"missed {got.get('barge_in_missed')}")
+    return "  " + "; ".join(parts)
 
 
 def _build_pipeline(args):
@@ -621,7 +677,8 @@ def _print_outputs(out: Path) -> None:
     described = {
         "conversation.wav": "stereo: the user (left) and the robot (right) on one timeline",
         "robot.wav": "the robot's speech (24 kHz mono)",
-        "user.wav": "the user's audio as the loop heard it (24 kHz mono)",
+        "user.wav": "the user's audio as the loop heard it (24 kHz mono; echo-cancelled with a loudspeaker)",
+        "mic.wav": "the microphone before echo cancellation (with --play / --echo-room)",
         "flame.npz": "FLAME track at 25 fps (also exp/pose in DualTalk layout)",
         "transcript.txt": "what the robot said, with times",
         "summary.json": "latency per stage, real-time factor, counters",

@@ -41,6 +41,8 @@ SHARED_ROS = ROOT.parent / 'shared' / 'ros2'
 PROBE = Path(__file__).resolve().parent / 'ros_probe.py'
 VENV_BIN = Path(sys.executable).parent
 _domains = itertools.count()
+# ros2 verbs that would otherwise start a ros2 daemon, a process that outlives the test
+DAEMON_VERBS = ('lifecycle', 'topic', 'param', 'node')
 # A virtual sound card for the audio nodes: ALSA's null device (hears garbage-free
 # silence-or-noise, plays nowhere), so PortAudio opens real streams without hardware.
 ALSA_NULL = """pcm.!default { type null }
@@ -162,6 +164,8 @@ class Graph:
 
     def ros2(self, *args: str, timeout: float = 60.0, check: bool = True) -> str:
         """``ros2 ...`` (without the daemon: nothing outlives the test); its stdout."""
+        if args and args[0] in DAEMON_VERBS and '--no-daemon' not in args:
+            args = (*args, '--no-daemon')
         r = subprocess.run(self._prefix() + ['ros2', *args], env=self.env, cwd=self.dir,
                            capture_output=True, text=True, timeout=timeout)
         if check and r.returncode != 0:
@@ -213,3 +217,6 @@ class Graph:
             except subprocess.TimeoutExpired:
                 proc.kill()
             proc._log.close()
+        # a daemon started anyway (a verb without --no-daemon) must not outlive the graph
+        subprocess.run(['pkill', '-f', f'ros2cli.daemon.*--ros-domain-id {self.domain} '],
+                       capture_output=True)

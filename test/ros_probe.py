@@ -28,6 +28,7 @@ and prints one JSON object on stdout:
 - ``flame --seconds S``: publishes a FLAME stream that asks for far too much motion.
 - ``estop true|false``: the head's e-stop service, then the diagnostics.
 - ``tone``: a tone on ``audio/out``; what the speaker and microphone nodes publish.
+- ``echo --wav F``: the robot's voice on ``audio/played`` and its echo in ``audio/in``.
 - ``listen --seconds S``: what facebot publishes meanwhile.
 - ``graph --topics T... --nodes N...``: endpoints (types, QoS) and parameter descriptors.
 """
@@ -363,6 +364,34 @@ def cmd_tone(node, args) -> dict:
     return {**listener.result(), 'sent': sent, 'mic': mic}
 
 
+def cmd_echo(node, args) -> dict:
+    """A robot hearing itself: speech on ``audio/played`` (as the speaker plays it) and the
+    same speech, delayed and quieter, in the microphone on ``audio/in``."""
+    listener = Listener(node)
+    played = node.create_publisher(AudioChunk, 'audio/played', RELIABLE)
+    mic = node.create_publisher(AudioChunk, 'audio/in', qos_profile_sensor_data)
+    spin_for(node, 10.0, until=lambda: mic.get_subscription_count() > 0
+             and played.get_subscription_count() > 0)
+    spin_for(node, 0.5)
+    speech, rate = read_wav(args.wav)
+    delay = int(rate * args.delay_ms / 1000)
+    voice = np.concatenate([speech, np.zeros(rate, np.float32)])
+    echo = args.gain * np.concatenate([np.zeros(delay, np.float32), voice])[:voice.shape[0]]
+    chunk = rate // 50
+    t_start, t0 = time.monotonic(), now_ns(node)
+    for start in range(0, voice.shape[0] - chunk + 1, chunk):
+        due = t_start + (start + chunk) / rate
+        while time.monotonic() < due:
+            rclpy.spin_once(node, timeout_sec=max(0.0, min(0.005, due - time.monotonic())))
+        stamp = t0 + start * 1_000_000_000 // rate
+        played.publish(interfaces.audio_to_msg(voice[start:start + chunk], rate, stamp,
+                                               'S16LE', 'speaker', out=AudioChunk()))
+        mic.publish(interfaces.audio_to_msg(echo[start:start + chunk], rate, stamp, 'S16LE',
+                                            'microphone', out=AudioChunk()))
+    spin_for(node, args.settle_s)
+    return listener.result()
+
+
 def cmd_listen(node, args) -> dict:
     listener = Listener(node)
     spin_for(node, args.seconds)
@@ -452,6 +481,11 @@ def main(argv=None) -> int:
     p = sub.add_parser('tone')
     p.add_argument('--seconds', type=float, default=1.6)
     p.add_argument('--settle-s', type=float, default=1.5)
+    p = sub.add_parser('echo')
+    p.add_argument('--wav', required=True)
+    p.add_argument('--delay-ms', type=float, default=60.0)
+    p.add_argument('--gain', type=float, default=0.5)
+    p.add_argument('--settle-s', type=float, default=1.5)
     p = sub.add_parser('listen')
     p.add_argument('--seconds', type=float, default=2.0)
     p = sub.add_parser('estop')
@@ -469,7 +503,8 @@ def main(argv=None) -> int:
         result = {'wait-nodes': cmd_wait_nodes, 'converse': cmd_converse,
                   'malformed': cmd_malformed, 'flame': cmd_flame,
                   'graph': cmd_graph, 'listen': cmd_listen,
-                  'estop': cmd_estop, 'set': cmd_set, 'tone': cmd_tone}[args.cmd](node, args)
+                  'estop': cmd_estop, 'set': cmd_set, 'tone': cmd_tone,
+                  'echo': cmd_echo}[args.cmd](node, args)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
