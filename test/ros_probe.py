@@ -324,8 +324,12 @@ def cmd_flame(node, args) -> dict:
     spin_for(node, 10.0, until=lambda: pub.get_subscription_count() > 0)
     rng = np.random.default_rng(args.seed)
     t_end = time.monotonic() + args.seconds
+    t_change = time.monotonic() + args.seconds / 2
+    changed = None
     seq = 0
     while time.monotonic() < t_end:
+        if args.set and changed is None and time.monotonic() >= t_change:
+            changed = {'at': now_ns(node), **cmd_set(node, argparse.Namespace(items=args.set))}
         frame = FlameFrame.neutral(stamp_ns=now_ns(node) + 40_000_000,
                                    source=FrameSource.MODEL)
         frame.jaw_pose[0] = float(rng.uniform(-3, 3))
@@ -337,7 +341,7 @@ def cmd_flame(node, args) -> dict:
         pub.publish(msg)
         spin_for(node, 0.04)
     spin_for(node, args.settle_s)
-    return listener.result()
+    return {**listener.result(), 'changed': changed}
 
 
 def cmd_tone(node, args) -> dict:
@@ -477,6 +481,8 @@ def main(argv=None) -> int:
     p = sub.add_parser('flame')
     p.add_argument('--seconds', type=float, default=3.0)
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--set', nargs='*', default=[],
+                   help='node:name=value parameter changes made half-way (live limits)')
     p.add_argument('--settle-s', type=float, default=1.5)
     p = sub.add_parser('tone')
     p.add_argument('--seconds', type=float, default=1.6)

@@ -381,6 +381,23 @@ def test_wild_flame_input_never_exceeds_the_limits(graph):
     assert_within_urdf(res['topics']['head/joint_commands'])
 
 
+def test_a_live_limit_change_mid_motion_stays_inside_the_limits(graph):
+    """The jaw swinging hard when its range shrinks 0.40 -> 0.10 rad and its speed limit
+    8 -> 2 rad/s: it brakes within the old limits, then stays inside the new ones."""
+    res = graph.probe('flame', '--seconds', '4', '--set', '/head_driver:joints.jaw.upper=0.1',
+                      '/head_driver:joints.jaw.max_velocity=2.0')
+    assert all(r['successful'] for r in res['changed']['results']), res['changed']
+    joints = res['topics']['head/joint_commands']
+    assert_within_urdf(joints)  # the old (URDF) limits hold throughout
+    j = joints[0]['name'].index('jaw')
+    late = [m for m in joints if m['stamp'] > res['changed']['at'] + 1_000_000_000]
+    assert late and max(m['position'][j] for m in late) <= 0.1 + 1e-9
+    assert max(abs(m['velocity'][j]) for m in late) <= 2.0 + 1e-6
+    restore = graph.probe('set', '/head_driver:joints.jaw.max_velocity=8.0',
+                          '/head_driver:joints.jaw.upper=0.4')['results']
+    assert all(r['successful'] for r in restore)
+
+
 def test_estop_service(graph):
     on = graph.probe('estop', 'true')
     assert on['ok'] and on['success'] and 'engaged' in on['message'], on.get('why')
