@@ -383,13 +383,20 @@ def cmd_echo(node, args) -> dict:
     echo = args.gain * np.concatenate([np.zeros(delay, np.float32), voice])[:voice.shape[0]]
     chunk = rate // 50
     t_start, t0 = time.monotonic(), now_ns(node)
-    for start in range(0, voice.shape[0] - chunk + 1, chunk):
-        due = t_start + (start + chunk) / rate
-        while time.monotonic() < due:
-            rclpy.spin_once(node, timeout_sec=max(0.0, min(0.005, due - time.monotonic())))
+    starts = list(range(0, voice.shape[0] - chunk + 1, chunk))
+
+    def play(start):  # the speaker reports a chunk as it plays it: before its echo is in
         stamp = t0 + start * 1_000_000_000 // rate
         played.publish(interfaces.audio_to_msg(voice[start:start + chunk], rate, stamp,
                                                'S16LE', 'speaker', out=AudioChunk()))
+    play(starts[0])
+    for i, start in enumerate(starts):
+        due = t_start + (start + chunk) / rate
+        while time.monotonic() < due:
+            rclpy.spin_once(node, timeout_sec=max(0.0, min(0.005, due - time.monotonic())))
+        if i + 1 < len(starts):
+            play(starts[i + 1])
+        stamp = t0 + start * 1_000_000_000 // rate
         mic.publish(interfaces.audio_to_msg(echo[start:start + chunk], rate, stamp, 'S16LE',
                                             'microphone', out=AudioChunk()))
     spin_for(node, args.settle_s)

@@ -23,7 +23,7 @@ from facebot.eval.segments import Segment, speech_segments
 from facebot.eval.turns import EventRules, find_events, summarize
 from facebot.face.flame import FlameFrame, FlameTrack
 
-EDGE_S = 0.04
+EDGE_S = 0.05
 LATENCY_S = 0.06
 TIME_S = 0.15
 LAG_MS = 10.0
