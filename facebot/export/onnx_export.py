@@ -4,8 +4,9 @@ Each graph of :mod:`facebot.export.graphs` goes through ``torch.onnx.export`` (t
 based exporter: the state is explicit, so nothing is baked in) at a fixed batch size. The fp16
 variant converts the exported fp32 graph (onnxruntime's float16 converter) with every float
 input and output in fp16 too: the KV buffers are then half the bytes, which is the point on a
-memory-bound device. The int8 variant (:mod:`facebot.export.quantize`) stores the matmul
-weights in int8 for onnxruntime's MatMulNBits kernels (a contrib op: onnxruntime only).
+memory-bound device. The int8 and int4 variants (:mod:`facebot.export.quantize`) store the
+matmul weights in 8 or 4 bits for onnxruntime's MatMulNBits kernels (a contrib op: onnxruntime
+only).
 Graphs whose weights pass ``external_data_threshold`` (2 GB by default, protobuf's limit) keep
 them in a ``<graph>.onnx.data`` file beside the graph.
 
@@ -31,12 +32,13 @@ import torch
 
 from .graphs import StepGraph
 
-__all__ = ["MANIFEST", "OPSET", "weights_hash", "export_graph", "export_graphs", "read_manifest",
+__all__ = ["MANIFEST", "OPSET", "PRECISIONS", "weights_hash", "export_graph", "export_graphs", "read_manifest",
            "ManifestError"]
 
 MANIFEST = "manifest.json"
+PRECISIONS = ("fp32", "fp16", "int8", "int4")
 OPSET = 18
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: unrolled depth graph, weight_sources in the manifest
 TWO_GB = 2 * 1024 ** 3
 
 
@@ -128,11 +130,11 @@ def export_graph(graph: StepGraph, path: Path, precision: str = "fp32", opset: i
     onnx.checker.check_model(str(path))
     if precision == "fp16":
         _to_fp16(path, external)
-    elif precision == "int8":  # weight-only int8 matmuls for onnxruntime (CPU); I/O stays fp32
-        from .quantize import quantize_int8
-        quantize_int8(path, external=external)
+    elif precision in ("int8", "int4"):  # weight-only matmuls for onnxruntime (CPU); I/O stays fp32
+        from .quantize import quantize_weights
+        quantize_weights(path, precision, external=external)
     elif precision != "fp32":
-        raise ValueError(f"precision must be fp32, fp16 or int8, got {precision!r}")
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
     init = graph.init_state()
     state_file = path.with_suffix(".state.safetensors")
@@ -185,7 +187,8 @@ def read_manifest(folder: Path, expect: Optional[dict] = None) -> dict:
     except (OSError, ValueError) as err:
         raise ManifestError(f"{folder / MANIFEST}: unreadable ({err})") from None
     if manifest.get("format") != FORMAT_VERSION:
-        raise ManifestError(f"{folder}: export format {manifest.get('format')} != {FORMAT_VERSION}")
+        raise ManifestError(f"{folder}: export format {manifest.get('format')} != {FORMAT_VERSION} "
+                            "(made by another facebot release: re-export it)")
     for key, value in (expect or {}).items():
         if manifest.get(key) != value:
             raise ManifestError(f"{folder}: exported for {key}={manifest.get(key)!r}, need {value!r}")
