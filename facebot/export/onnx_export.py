@@ -33,7 +33,7 @@ import torch
 from .graphs import StepGraph
 
 __all__ = ["MANIFEST", "OPSET", "PRECISIONS", "weights_hash", "export_graph", "export_graphs", "read_manifest",
-           "ManifestError"]
+           "ManifestError", "convert_precision", "derive_export", "stored_bytes"]
 
 MANIFEST = "manifest.json"
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
@@ -128,28 +128,88 @@ def export_graph(graph: StepGraph, path: Path, precision: str = "fp32", opset: i
     else:
         prog.save(str(path), external_data=False)
     onnx.checker.check_model(str(path))
-    if precision == "fp16":
-        _to_fp16(path, external)
-    elif precision in ("int8", "int4"):  # weight-only matmuls for onnxruntime (CPU); I/O stays fp32
-        from .quantize import quantize_weights
-        quantize_weights(path, precision, external=external)
-    elif precision != "fp32":
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    convert_precision(path, precision, external)
 
     init = graph.init_state()
     state_file = path.with_suffix(".state.safetensors")
     if init:
         from safetensors.torch import save_file
         save_file({k: v.contiguous() for k, v in init.items()}, str(state_file))
-    entry = graph.describe(args, outs)
+    entry = _entry_dtypes(graph.describe(args, outs), precision)
+    return {"file": path.name, "external_data": (path.name + ".data") if external else None,
+            **entry, "init_state": state_file.name if init else None,
+            "weight_bytes": int(weight_bytes), **stored_bytes(path),
+            **{k: getattr(graph, k) for k in ("top_k",) if hasattr(graph, k)}}
+
+
+def convert_precision(path: Path, precision: str, external: bool, block_size: Optional[int] = None) -> None:
+    """Turn the fp32 graph at ``path`` into ``precision`` in place (fp32: nothing to do)."""
+    if precision == "fp16":
+        _to_fp16(path, external)
+    elif precision in ("int8", "int4"):  # weight-only matmuls for onnxruntime (CPU); I/O stays fp32
+        from .quantize import quantize_weights
+        quantize_weights(path, precision, block_size=block_size, external=external)
+    elif precision != "fp32":
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
+def _entry_dtypes(entry: dict, precision: str) -> dict:
     if precision == "fp16":  # the converter made every float input and output fp16
         for e in entry["inputs"] + entry["outputs"]:
             if e["dtype"] == "float32":
                 e["dtype"] = "float16"
-    return {"file": path.name, "external_data": (path.name + ".data") if external else None,
-            **entry, "init_state": state_file.name if init else None,
-            "weight_bytes": int(weight_bytes),
-            **{k: getattr(graph, k) for k in ("top_k",) if hasattr(graph, k)}}
+    return entry
+
+
+def stored_bytes(path: Path) -> dict:
+    """Bytes of the weights a graph file stores (``stored_bytes``) and of those a frame reads in
+    full (``frame_bytes``: every initializer but the tables that are only gathered from, i.e.
+    embeddings, of which a frame reads a few rows) -- measured from the file as exported."""
+    import numpy as np
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    gathered, other = set(), set()
+    for n in g.node:
+        for i, name in enumerate(n.input):
+            (gathered if n.op_type == "Gather" and i == 0 else other).add(name)
+    total = frame = 0
+    for t in g.initializer:
+        nbytes = int(np.prod(t.dims, dtype=np.int64)) * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        total += nbytes
+        if t.name in other or t.name not in gathered:
+            frame += nbytes
+    return {"stored_bytes": int(total), "frame_bytes": int(frame)}
+
+
+def derive_export(src: Path, dst: Path, precision: str, block_size: Optional[int] = None) -> dict:
+    """A ``precision`` export in ``dst`` made from the fp32 export in ``src`` without tracing
+    again (the conversion :func:`export_graph` applies); returns the new manifest."""
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    manifest = read_manifest(src)
+    if manifest["precision"] != "fp32":
+        raise ValueError(f"{src}: derive from an fp32 export, not {manifest['precision']}")
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / MANIFEST).unlink(missing_ok=True)
+    graphs = {}
+    for name, e in manifest["graphs"].items():
+        for f in (e["file"], e.get("external_data"), e.get("init_state")):
+            if f:
+                shutil.copyfile(src / f, dst / f)
+        convert_precision(dst / e["file"], precision, bool(e.get("external_data")), block_size)
+        graphs[name] = {**_entry_dtypes(json.loads(json.dumps(e)), precision), **stored_bytes(dst / e["file"])}
+    out = {**manifest, "precision": precision, "graphs": graphs,
+           "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if block_size:
+        out["block_size"] = int(block_size)
+    tmp = dst / (MANIFEST + ".partial")
+    tmp.write_text(json.dumps(out, indent=1))
+    os.replace(tmp, dst / MANIFEST)
+    return out
 
 
 def export_graphs(graphs: Dict[str, StepGraph], out_dir: Path, meta: dict, precision: str = "fp32",
