@@ -47,7 +47,8 @@ def start(opts: dict, env: dict) -> dict:
     out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(opts)], capture_output=True, text=True,
                          env=env, cwd=ROOT)
     if out.returncode != 0:
-        raise SystemExit(f"start failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
+        why = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"
+        raise SystemExit(f"start failed: {why}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -72,7 +72,8 @@ PARAMS = (
     Param('engine_path', '',
           'folder of the exported graphs (and TensorRT engines/) for runtime onnxruntime or '
           'tensorrt: one holding an export is started from alone (no torch model; it must hold '
-          "the model asked for), an empty one is exported into; '' = ~/.cache/facebot/graphs/<model>"),
+          'the model asked for), an empty one is exported into; '
+          "'' = ~/.cache/facebot/graphs/<model>"),
     Param('runtime', 'torch', 'where the model step runs (model backend)',
           choices=('torch', 'onnxruntime', 'tensorrt')),
     Param('precision', 'fp32', 'exported graphs / engines precision (model backend; int8, int4: '

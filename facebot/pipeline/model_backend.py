@@ -103,7 +103,8 @@ class ModelOptions:
         if self.precision not in ("fp32", "fp16", "int8", "int4"):
             raise ValueError(f"model: precision must be fp32, fp16, int8 or int4, got {self.precision!r}")
         if self.precision in ("int8", "int4") and self.runtime == "tensorrt":
-            raise ValueError(f"model: {self.precision} graphs use onnxruntime's MatMulNBits; TensorRT takes fp32 or fp16")
+            raise ValueError(f"model: {self.precision} graphs use onnxruntime's MatMulNBits; "
+                             "TensorRT takes fp32 or fp16")
         if self.runtime != "torch" and self.weights_mode != "none":
             raise ValueError("model: weights_mode is for the torch runtime; exported graphs take --precision")
         if self.runtime != "torch" and self.compile:
