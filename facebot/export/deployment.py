@@ -12,12 +12,12 @@ by key, and a mismatch names the key and both values.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional
 
+from ..runtime.engine_cache import file_hash
 from .onnx_export import MANIFEST, ManifestError, read_manifest
 
 __all__ = ["file_fingerprint", "weight_sources", "source_differences", "open_export",
@@ -25,14 +25,6 @@ __all__ = ["file_fingerprint", "weight_sources", "source_differences", "open_exp
 
 # the parts of a model whose weights the manifest traces back to files (or to a seed)
 PARTS = ("lm", "mimi", "face_lm", "face_codec")
-
-
-def _blake2b(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_fingerprint(path: os.PathLike, known: Optional[Mapping] = None) -> dict:
@@ -43,7 +35,7 @@ def file_fingerprint(path: os.PathLike, known: Optional[Mapping] = None) -> dict
     fp = {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
     if known and all(known.get(k) == fp[k] for k in ("path", "size", "mtime_ns")) and known.get("blake2b"):
         return {**fp, "blake2b": known["blake2b"]}
-    return {**fp, "blake2b": _blake2b(p)}
+    return {**fp, "blake2b": file_hash(p)}
 
 
 def weight_sources(files: Mapping[str, Optional[os.PathLike]], init_seed: int,
@@ -92,7 +84,7 @@ def source_differences(recorded: Mapping, requested: Mapping[str, Optional[os.Pa
         if not verify and st.st_mtime_ns == rec["mtime_ns"]:
             continue  # same size and mtime: the stored hash stands for the bytes
         log(f"{part} weights: hashing {p} ({'verify' if verify else 'modification time differs'})")
-        digest = _blake2b(p)
+        digest = file_hash(p)
         if digest != rec["blake2b"]:
             out.append(f"{part} weights: {p} (blake2b {digest[:12]}) differs from {rec['path']} "
                        f"(blake2b {rec['blake2b'][:12]}) that the folder was made from")

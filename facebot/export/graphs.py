@@ -208,19 +208,31 @@ def _need_parameters(lm: LMModel) -> None:
                          f"not its {lm.weights_mode} copies")
 
 
-def _check_depth(lm: LMModel) -> None:
-    """The depth transformers the depth graphs export: moshi's (per-step gated, no biases)."""
-    _need_parameters(lm)
-    tf = lm.depformer
-    tc = tf.cfg
-    if tc.bias_attn or tc.bias_ff or any(li.bias is not None for li in lm.linears):
-        raise ValueError("depth graph: biases in the depth transformer are not supported")
-    if tc.gating == "none" or not tc.weights_per_step:
-        raise ValueError("depth graph: needs the per-step gated depth transformer (moshi's)")
-    if len({g.hidden for layer in tf.layers for g in layer.gating}) != 1:
-        raise ValueError("depth graph: per-step FF widths differ")
-    if lm.depformer_norms is not None and any(len(list(n.parameters())) != 1 for n in lm.depformer_norms):
-        raise ValueError("depth graph: only RMS depformer norms are supported")
+class _DepthBase(StepGraph):
+    """What both depth graphs need: moshi's depth transformer (per-step gated, no biases, RMS
+    output norms) and its sizes."""
+
+    def __init__(self, lm: LMModel, top_k: int, batch_size: int = 1):
+        super().__init__()
+        _need_parameters(lm)
+        cfg, tf = lm.cfg, lm.depformer
+        tc = tf.cfg
+        if tc.bias_attn or tc.bias_ff or any(li.bias is not None for li in lm.linears):
+            raise ValueError("depth graph: biases in the depth transformer are not supported")
+        if tc.gating == "none" or not tc.weights_per_step:
+            raise ValueError("depth graph: needs the per-step gated depth transformer (moshi's)")
+        if len({g.hidden for layer in tf.layers for g in layer.gating}) != 1:
+            raise ValueError("depth graph: per-step FF widths differ")
+        if lm.depformer_norms is not None and any(len(list(n.parameters())) != 1 for n in lm.depformer_norms):
+            raise ValueError("depth graph: only RMS depformer norms are supported")
+        self.lm = lm.eval()
+        self.batch_size = batch_size
+        self.dep_q, self.dd = cfg.dep_q, cfg.depformer_dim
+        self.top_k = _noise_width(top_k, cfg.card)
+        self.H, self.Dh = tc.num_heads, tc.head_dim
+        self.hidden = tf.layers[0].gating[0].hidden
+        self.act = get_activation(tc.gating)
+        self.use_rope, self.use_sin = tf.use_rope, tf.use_sin
 
 
 def _noise_width(top_k: int, vocab: int) -> int:
@@ -271,7 +283,7 @@ class TemporalGraph(StepGraph):
         return self._pack((text, h[:, 0]), new)
 
 
-class DepthSubstepGraph(StepGraph):
+class DepthSubstepGraph(_DepthBase):
     """One depth-transformer substep with the codebook index as an input: h [B, D], the
     previous token of the frame prev [B] (the text token for k = 0), k [1] -> audio token k [B].
 
@@ -280,27 +292,18 @@ class DepthSubstepGraph(StepGraph):
     substeps. The depth KV buffers [B, H, dep_q, Dh] get their slot k written by the runtime;
     slots < k are attended (the frame's earlier codebooks), so they never need clearing.
 
-    This was the exported depth step up to facebot 0.x; :class:`DepthGraph` replaced it (the
-    gather copies a substep's weights every call and keeps them out of the weight-only
+    This was the exported depth step up to export format 1; :class:`DepthGraph` replaced it
+    (the gather copies a substep's weights every call and keeps them out of the weight-only
     quantizer's reach). It stays as the reference the unrolled graph is tested and benched
-    against (``test/test_export.py``, ``bench/bench_duplex.py --split``)."""
+    against (``test/test_deploy.py``, ``bench/bench_duplex.py --split``)."""
     name = "depth_substep"
     data_inputs = ("h", "prev", "k", "audio_noise", "audio_temp")
     data_outputs = ("token",)
 
     def __init__(self, lm: LMModel, top_k: int, batch_size: int = 1):
-        super().__init__()
-        _check_depth(lm)
+        super().__init__(lm, top_k, batch_size)
         cfg, tf = lm.cfg, lm.depformer
         tc = tf.cfg
-        self.lm = lm.eval()
-        self.batch_size = batch_size
-        self.dep_q, self.dd = cfg.dep_q, cfg.depformer_dim
-        self.top_k = _noise_width(top_k, cfg.card)
-        self.H, self.Dh = tc.num_heads, tc.head_dim
-        self.hidden = tf.layers[0].gating[0].hidden
-        self.act = get_activation(tc.gating)
-        self.use_rope, self.use_sin = tf.use_rope, tf.use_sin
         ks = range(cfg.dep_q)
         sched = [tf._weight_index(k) for k in ks]
         det = lambda ts: torch.stack([t.detach() for t in ts]).clone()  # noqa: E731
@@ -312,8 +315,6 @@ class DepthSubstepGraph(StepGraph):
         self.register_buffer("emb_rows", rows, persistent=False)
         self.register_buffer("w_out", det([li.weight for li in lm.linears]), persistent=False)
         if lm.depformer_norms is not None:
-            if any(len(list(n.parameters())) != 1 for n in lm.depformer_norms):
-                raise ValueError("depth graph: only RMS depformer norms are supported")
             self.register_buffer("norm_alpha", det([next(n.parameters()).reshape(-1) for n in lm.depformer_norms]),
                                  persistent=False)
             self.norm_eps = lm.depformer_norms[0].eps
@@ -384,7 +385,7 @@ class DepthSubstepGraph(StepGraph):
         return (token, *outs)
 
 
-class DepthGraph(StepGraph):
+class DepthGraph(_DepthBase):
     """The whole depth transformer of a frame, unrolled over the dep_q codebooks: h [B, D], the
     frame's text token text [B], audio_noise [B, dep_q, k], audio_temp [1] -> the robot's audio
     tokens [B, dep_q].
@@ -401,17 +402,8 @@ class DepthGraph(StepGraph):
     data_outputs = ("tokens",)
 
     def __init__(self, lm: LMModel, top_k: int, batch_size: int = 1):
-        super().__init__()
-        _check_depth(lm)
+        super().__init__(lm, top_k, batch_size)
         cfg, tf = lm.cfg, lm.depformer
-        tc = tf.cfg
-        self.lm = lm.eval()
-        self.batch_size = batch_size
-        self.dep_q, self.dd = cfg.dep_q, cfg.depformer_dim
-        self.top_k = _noise_width(top_k, cfg.card)
-        self.H, self.Dh = tc.num_heads, tc.head_dim
-        self.act = get_activation(tc.gating)
-        self.use_rope, self.use_sin = tf.use_rope, tf.use_sin
         self.capacity = tf.capacity
         self.sched = [tf._weight_index(k) for k in range(cfg.dep_q)]
         self.dep_in = [lm._dep_in_index(k) for k in range(cfg.dep_q)]
@@ -436,7 +428,6 @@ class DepthGraph(StepGraph):
                 self.register_buffer(f"w_o{i}_{w}", out[w].clone(), persistent=False)
                 self.register_buffer(f"w_gin{i}_{w}", own(layer.gating[w].linear_in.weight), persistent=False)
                 self.register_buffer(f"w_gout{i}_{w}", own(layer.gating[w].linear_out.weight), persistent=False)
-        self.hidden = tf.layers[0].gating[0].hidden
         self.state_names = []
 
     def init_state(self):

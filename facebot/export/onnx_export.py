@@ -128,7 +128,7 @@ def export_graph(graph: StepGraph, path: Path, precision: str = "fp32", opset: i
     else:
         prog.save(str(path), external_data=False)
     onnx.checker.check_model(str(path))
-    convert_precision(path, precision, external)
+    weights = convert_precision(path, precision, external, graph=graph.name)
 
     init = graph.init_state()
     state_file = path.with_suffix(".state.safetensors")
@@ -138,19 +138,25 @@ def export_graph(graph: StepGraph, path: Path, precision: str = "fp32", opset: i
     entry = _entry_dtypes(graph.describe(args, outs), precision)
     return {"file": path.name, "external_data": (path.name + ".data") if external else None,
             **entry, "init_state": state_file.name if init else None,
-            "weight_bytes": int(weight_bytes), **stored_bytes(path),
+            "weight_bytes": int(weight_bytes), "weight_precision": weights, **stored_bytes(path),
             **{k: getattr(graph, k) for k in ("top_k",) if hasattr(graph, k)}}
 
 
-def convert_precision(path: Path, precision: str, external: bool, block_size: Optional[int] = None) -> None:
-    """Turn the fp32 graph at ``path`` into ``precision`` in place (fp32: nothing to do)."""
+def convert_precision(path: Path, precision: str, external: bool, block_size: Optional[int] = None,
+                      graph: str = "") -> str:
+    """Turn the fp32 graph at ``path`` (named ``graph``) into ``precision`` in place (fp32:
+    nothing to do); returns the precision its weights got (Mimi's stay int8 under int4)."""
     if precision == "fp16":
         _to_fp16(path, external)
     elif precision in ("int8", "int4"):  # weight-only matmuls for onnxruntime (CPU); I/O stays fp32
-        from .quantize import quantize_weights
-        quantize_weights(path, precision, block_size=block_size, external=external)
+        from .quantize import graph_weight_precision, quantize_weights
+        weights = graph_weight_precision(precision, graph)
+        quantize_weights(path, weights, block_size=block_size if weights == precision else None,
+                         external=external)
+        return weights
     elif precision != "fp32":
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
 
 
 def _entry_dtypes(entry: dict, precision: str) -> dict:
@@ -200,8 +206,9 @@ def derive_export(src: Path, dst: Path, precision: str, block_size: Optional[int
         for f in (e["file"], e.get("external_data"), e.get("init_state")):
             if f:
                 shutil.copyfile(src / f, dst / f)
-        convert_precision(dst / e["file"], precision, bool(e.get("external_data")), block_size)
-        graphs[name] = {**_entry_dtypes(json.loads(json.dumps(e)), precision), **stored_bytes(dst / e["file"])}
+        weights = convert_precision(dst / e["file"], precision, bool(e.get("external_data")), block_size, name)
+        graphs[name] = {**_entry_dtypes(json.loads(json.dumps(e)), precision), "weight_precision": weights,
+                        **stored_bytes(dst / e["file"])}
     out = {**manifest, "precision": precision, "graphs": graphs,
            "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if block_size:

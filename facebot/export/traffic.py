@@ -96,17 +96,33 @@ def frame_traffic(config: str, context: Optional[int] = None) -> FrameTraffic:
     return FrameTraffic(config, *matmul, kv, ctx, total - sum(matmul))
 
 
-def measured_weight_bytes(folder: Path) -> Tuple[str, float, dict]:
-    """(precision, weight bytes a frame reads, manifest) of an export folder, from its graph
-    files: every initializer but the gathered-from tables (:func:`stored_bytes`)."""
+PART_GRAPHS = {"lm": ("temporal", "depth"), "codec": ("encoder", "decoder"), "face": ("face_embed", "face_head")}
+
+
+def measured_weight_bytes(folder: Path) -> Tuple[str, Dict[str, float], dict]:
+    """(precision, weight bytes a frame reads per part -- lm, codec, face --, manifest) of an
+    export folder, from its graph files: every initializer but the gathered-from tables
+    (:func:`stored_bytes`)."""
     from .onnx_export import read_manifest, stored_bytes
 
     folder = Path(folder)
     m = read_manifest(folder)
-    total = 0
-    for g in m["graphs"].values():
-        total += g["frame_bytes"] if "frame_bytes" in g else stored_bytes(folder / g["file"])["frame_bytes"]
-    return m["precision"], float(total), m
+    parts = {}
+    for part, names in PART_GRAPHS.items():
+        entries = [m["graphs"][n] for n in names if n in m["graphs"]]
+        parts[part] = float(sum(e["frame_bytes"] if "frame_bytes" in e else
+                                stored_bytes(folder / e["file"])["frame_bytes"] for e in entries))
+    return m["precision"], parts, m
+
+
+def scaled_weight_bytes(parts: Dict[str, float], src: FrameTraffic, dst: FrameTraffic) -> float:
+    """Measured bytes per part of ``src``'s export carried to ``dst``: bytes per parameter of
+    each part times ``dst``'s parameters (the same codec: its bytes as they are)."""
+    out = 0.0
+    for part, nbytes in parts.items():
+        n_src, n_dst = getattr(src, f"{part}_params"), getattr(dst, f"{part}_params")
+        out += nbytes if n_src == n_dst else (nbytes / n_src * n_dst if n_src else 0.0)
+    return out
 
 
 def _row(label: str, what: str, nbytes: float, mods: List[str]) -> str:
@@ -121,8 +137,9 @@ def traffic_table(configs: List[str] = ("small", "moshi-7b"),
     """The README's markdown table: GB read per frame (weights + KV once the context is full),
     GB/s needed, and the share of each Jetson module's peak bandwidth (over 100 % = cannot keep
     up). ``measured``: export folders whose graph files give measured weight bytes (their config
-    must be one of ``configs``; other configs get the measured bytes per parameter scaled to
-    their size). A last line per config is the KV cache alone at the configured context."""
+    must be one of ``configs``; the other configs get each part's measured bytes per parameter
+    -- LM, face -- scaled to their size, Mimi's as they are). A last line per config is the KV
+    cache alone at the configured context."""
     from facebot.model.configs import load_config
 
     mods = list(JETSON_BANDWIDTH_GBS)
@@ -131,26 +148,24 @@ def traffic_table(configs: List[str] = ("small", "moshi-7b"),
     lines = [head, "|" + "---|" * (4 + len(mods))]
     meas = []
     for folder in measured:
-        prec, nbytes, m = measured_weight_bytes(folder)
-        meas.append((Path(folder), prec, nbytes, m))
+        prec, parts, m = measured_weight_bytes(folder)
+        src = next((x for x in configs if load_config(x).to_dict() == m["config"]), None)
+        if src is not None:
+            meas.append((Path(folder), prec, parts, m, src))
     for c in configs:
         t = frame_traffic(c, context)
         kv_prec = "fp16/bf16"
         for p in precisions:
             lines.append(_row(c, p, t.bytes_per_frame(p), mods))
-        for folder, prec, nbytes, m in meas:
-            src = next((x for x in configs if load_config(x).to_dict() == m["config"]), None)
-            if src is None:
-                continue
-            face = bool(m.get("face"))
-            ts = frame_traffic(src)
-            per = nbytes / (ts.lm_params + ts.codec_params + (ts.face_params if face else 0))
+        for folder, prec, parts, m, src in meas:
+            if not m.get("face"):
+                parts = {**parts, "face": 0.0}
+            no_face = "" if m.get("face") else ", no face graphs"
             if src == c:
-                what = f"{prec} measured ({folder.name} files{'' if face else ', no face graphs'})"
-                w = nbytes
+                what = f"{prec} measured ({folder.name} files{no_face})"
             else:
-                what = f"{prec} ({per:.3f} B/param as measured at {src})"
-                w = per * (t.lm_params + t.codec_params + (t.face_params if face else 0))
+                what = f"{prec} (bytes per parameter as measured at {src}{no_face})"
+            w = scaled_weight_bytes(parts, frame_traffic(src), t)
             lines.append(_row(c, what, w + t.kv_bytes(prec if prec == "fp32" else kv_prec), mods))
         lines.append(_row(c, f"of which KV cache at context {t.context} frames "
                              f"({t.context * FRAME_S:.0f} s, 16 bit)", t.kv_bytes(kv_prec), mods))
