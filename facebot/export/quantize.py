@@ -11,10 +11,14 @@ constant weight (the depth graph is unrolled per codebook), so every one is quan
 
 Block sizes (:data:`BLOCK_SIZE`): one fp32 scale per block costs 4/block bytes per weight, 3 %
 of int8 at 128; at 4 bits a block of 32 costs 0.125 B per weight (25 % on top of 0.5 B), 64
-costs 12 %, 128 costs 6 %. Smaller blocks follow the weights' range more closely (finer
-scales), which is what keeps int4 tokens near fp32's; ``bench/bench_precision.py`` measures
-token agreement and bytes per block size on the exported graphs, and the choice for int4 is
-the one its table supports (README, "Compiled runtimes").
+costs 12 %, 128 costs 6 %. Smaller blocks follow a weight row's range more closely, which pays
+where rows have outliers. ``bench/bench_precision.py`` measured token agreement with fp32 at
+small for blocks of 32, 64 and 128 and found no block size better (46-64 % of the tokens
+equal, no trend with the block size: text and face tokens agreed most at 128, audio tokens at
+32), so the bytes decide: int4 uses 128, the group size of the usual int4 weight-only
+checkpoints (GPTQ, AWQ), which at moshi-7b reads 0.7 GB per frame less than blocks of 32 (the
+difference between 69 % and 77 % of an Orin NX's bandwidth, see the README's traffic table).
+``quantize_weights(block_size=...)`` takes another size for a model whose rows need it.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from pathlib import Path
 __all__ = ["BITS", "BLOCK_SIZE", "gemm_to_matmul", "quantize_weights", "graph_weight_precision"]
 
 BITS = {"int8": 8, "int4": 4}
-BLOCK_SIZE = {"int8": 128, "int4": 32}
+BLOCK_SIZE = {"int8": 128, "int4": 128}
 # Mimi's graphs keep 8-bit weights in an int4 export: its residual quantizer turns small errors
 # of the encoder into other codes (bench_precision at small, random weights: 1.8 % of the codes
 # equal fp32's with 4-bit encoder weights, 55 % with 8-bit), and Mimi is a fixed 79 M
