@@ -234,6 +234,22 @@ class _DepthBase(StepGraph):
         self.act = get_activation(tc.gating)
         self.use_rope, self.use_sin = tf.use_rope, tf.use_sin
 
+    def _layer(self, layer, x, w_qkv, w_o, w_gin, w_gout, kc, vc, cos_sin, bias_old, bias_new):
+        """One depth layer at one codebook, with that codebook's weights: x [B, 1, d] -> x and
+        the codebook's key and value [B, H, 1, Dh] (attention over kc/vc and itself)."""
+        B, H, Dh, d = x.shape[0], self.H, self.Dh, self.dd
+        qkv = F.linear(layer.norm1(x), w_qkv).view(B, 1, 3, H, Dh)
+        q, kk, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        if cos_sin is not None:
+            cos, sin = cos_sin[0][:, None, :], cos_sin[1][:, None, :]
+            q, kk = apply_rope(q, cos, sin), apply_rope(kk, cos, sin)
+        q, kk, v = q.transpose(1, 2), kk.transpose(1, 2), v.transpose(1, 2)
+        o = slot_attention(q, kk, v, kc, vc, bias_old, bias_new)
+        x = x + layer.layer_scale_1(F.linear(o.transpose(1, 2).reshape(B, 1, d), w_o))
+        g = F.linear(layer.norm2(x), w_gin).view(B, 1, 2, self.hidden)
+        x = x + layer.layer_scale_2(F.linear(self.act(g[..., 0, :]) * g[..., 1, :], w_gout))
+        return x, kk, v
+
 
 def _noise_width(top_k: int, vocab: int) -> int:
     return top_k if 0 < top_k < vocab else vocab
@@ -350,7 +366,7 @@ class DepthSubstepGraph(_DepthBase):
         return w.index_select(0, k)[0]
 
     def forward(self, h, prev, k, audio_noise, audio_temp, *state):
-        B, H, Dh, d = h.shape[0], self.H, self.Dh, self.dd
+        Dh, d = self.Dh, self.dd
         tf = self.lm.depformer
         x = F.linear(h, self._pick(self.w_dep_in, k))
         x = x + F.embedding(prev + self.emb_rows.index_select(0, k), self.emb_table)
@@ -363,18 +379,8 @@ class DepthSubstepGraph(_DepthBase):
         outs = []
         for i, layer in enumerate(tf.layers):
             kc, vc = state[2 * i], state[2 * i + 1]
-            qkv = F.linear(layer.norm1(x), self._pick(getattr(self, f"w_qkv{i}"), k)).view(B, 1, 3, H, Dh)
-            q, kk, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-            if cos_sin is not None:
-                cos, sin = cos_sin[0][:, None, :], cos_sin[1][:, None, :]
-                q, kk = apply_rope(q, cos, sin), apply_rope(kk, cos, sin)
-            q, kk, v = q.transpose(1, 2), kk.transpose(1, 2), v.transpose(1, 2)
-            o = slot_attention(q, kk, v, kc, vc, bias_old, bias_new)
-            o = F.linear(o.transpose(1, 2).reshape(B, 1, d), self._pick(getattr(self, f"w_o{i}"), k))
-            x = x + layer.layer_scale_1(o)
-            g = F.linear(layer.norm2(x), self._pick(getattr(self, f"w_gin{i}"), k)).view(B, 1, 2, self.hidden)
-            u = F.linear(self.act(g[..., 0, :]) * g[..., 1, :], self._pick(getattr(self, f"w_gout{i}"), k))
-            x = x + layer.layer_scale_2(u)
+            ws = [self._pick(getattr(self, f"{n}{i}"), k) for n in ("w_qkv", "w_o", "w_gin", "w_gout")]
+            x, kk, v = self._layer(layer, x, *ws, kc, vc, cos_sin, bias_old, bias_new)
             outs += [kk.to(kc.dtype), v.to(vc.dtype)]
         y = x[:, 0]
         if self.norm_alpha is not None:
@@ -459,18 +465,8 @@ class DepthGraph(_DepthBase):
             for i, layer in enumerate(tf.layers):
                 kc = torch.cat(keys[i] + [zero] * (cap - k), dim=2)
                 vc = torch.cat(values[i] + [zero] * (cap - k), dim=2)
-                qkv = F.linear(layer.norm1(x), w(f"w_qkv{i}_{s}")).view(B, 1, 3, H, Dh)
-                q, kk, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-                if cos_sin is not None:
-                    cos, sin = cos_sin[0][:, None, :], cos_sin[1][:, None, :]
-                    q, kk = apply_rope(q, cos, sin), apply_rope(kk, cos, sin)
-                q, kk, v = q.transpose(1, 2), kk.transpose(1, 2), v.transpose(1, 2)
-                o = slot_attention(q, kk, v, kc, vc, bias_old, bias_new)
-                o = F.linear(o.transpose(1, 2).reshape(B, 1, d), w(f"w_o{i}_{s}"))
-                x = x + layer.layer_scale_1(o)
-                g = F.linear(layer.norm2(x), w(f"w_gin{i}_{s}")).view(B, 1, 2, self.hidden)
-                u = F.linear(self.act(g[..., 0, :]) * g[..., 1, :], w(f"w_gout{i}_{s}"))
-                x = x + layer.layer_scale_2(u)
+                ws = [w(f"{n}{i}_{s}") for n in ("w_qkv", "w_o", "w_gin", "w_gout")]
+                x, kk, v = self._layer(layer, x, *ws, kc, vc, cos_sin, bias_old, bias_new)
                 keys[i].append(kk)
                 values[i].append(v)
             y = x[:, 0]
