@@ -12,13 +12,12 @@ by key, and a mismatch names the key and both values.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional
 
 from ..runtime.engine_cache import file_hash
-from .onnx_export import MANIFEST, ManifestError, read_manifest
+from .onnx_export import ManifestError, read_manifest, write_manifest
 
 __all__ = ["file_fingerprint", "weight_sources", "source_differences", "open_export",
            "record_sources", "identity_differences"]
@@ -133,10 +132,7 @@ def record_sources(folder: os.PathLike, manifest: dict, sources: Mapping) -> dic
     if manifest.get("weight_sources") == dict(sources):
         return manifest
     manifest = {**manifest, "weight_sources": dict(sources)}
-    folder = Path(folder)
-    tmp = folder / (MANIFEST + ".partial")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, folder / MANIFEST)
+    write_manifest(Path(folder), manifest)
     return manifest
 
 

@@ -33,7 +33,7 @@ import torch
 from .graphs import StepGraph
 
 __all__ = ["MANIFEST", "OPSET", "PRECISIONS", "weights_hash", "export_graph", "export_graphs", "read_manifest",
-           "ManifestError", "convert_precision", "derive_export", "stored_bytes"]
+           "ManifestError", "convert_precision", "derive_export", "stored_bytes", "write_manifest"]
 
 MANIFEST = "manifest.json"
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
@@ -213,10 +213,18 @@ def derive_export(src: Path, dst: Path, precision: str, block_size: Optional[int
            "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if block_size:
         out["block_size"] = int(block_size)
-    tmp = dst / (MANIFEST + ".partial")
-    tmp.write_text(json.dumps(out, indent=1))
-    os.replace(tmp, dst / MANIFEST)
+    write_manifest(dst, out)
     return out
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    """Replace ``folder``'s manifest whole (a temporary file renamed over it): a reader sees the
+    old manifest or the new one, never a part."""
+    import os  # local: this module's own writes may move to a shared helper
+
+    tmp = Path(folder) / (MANIFEST + ".partial")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, Path(folder) / MANIFEST)
 
 
 def export_graphs(graphs: Dict[str, StepGraph], out_dir: Path, meta: dict, precision: str = "fp32",
