@@ -38,8 +38,12 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--variants", default="fp32,int8,ort-fp32",
-                    help="ours: torch LM weight modes fp32, bf16, int8; exported graphs ort-fp32, ort-fp16 "
-                         "(onnxruntime CPU), trt-fp32, trt-fp16 (TensorRT, where a GPU and TensorRT exist)")
+                    help="ours: torch LM weight modes fp32, bf16, int8; exported graphs ort-fp32, ort-fp16, "
+                         "ort-int8, ort-int4 (onnxruntime CPU), trt-fp32, trt-fp16 (TensorRT, where a GPU "
+                         "and TensorRT exist)")
+    ap.add_argument("--split", action="store_true",
+                    help="also print each graph's time per frame for the exported variants, and the depth "
+                         "step as it was before (the substep graph that gathers its weights by k, x dep_q)")
     ap.add_argument("--no-face", action="store_true",
                     help="ours without the face path (default: ours also runs the Face Transformer and "
                          "face decoder every frame; the reference has no face)")
@@ -73,7 +77,7 @@ def main(argv=None) -> int:
     total = args.warmup + args.frames
     pcm = speech_like(total * 1920, 24000, seed=args.seed + 7).view(total, 1, 1, 1920)
 
-    runners = {}
+    runners, splits = {}, {}
     ctx = [ref_mimi.streaming(1), ref_gen.streaming(1)]
     for c in ctx:
         c.__enter__()
@@ -94,6 +98,7 @@ def main(argv=None) -> int:
             run = graph_runner(variant, ours_mimi, lm, sampling, face, pcm, args)
             if run is not None:
                 runners[f"ours {variant}{tag}"] = run
+                splits[f"ours {variant}{tag}"] = run.split
             continue
         stepper = LMStep(lm, sampling, weights={"fp32": "none", "bf16": "bf16", "int8": "int8"}[variant])
         fstep = FaceLMStep(stepper, *face) if face is not None else None
@@ -133,7 +138,22 @@ def main(argv=None) -> int:
         p50, p99 = pct(ts, 50), pct(ts, 99)
         verdict = "real time" if p99 < BUDGET_MS else ("p50 in budget, p99 over" if p50 < BUDGET_MS else "over budget")
         print(f"{name:<28}{p50:>9.1f}{p99:>9.1f}{p50 / ref_p50:>10.2f}x{p99 / ref_p99:>10.2f}x   {verdict}")
+    if args.split and splits:
+        print_split(splits, args.warmup)
     return 0
+
+
+def print_split(splits, warmup):
+    """p50 ms per frame of each graph (all its runs in a frame together)."""
+    graphs = []
+    for sp in splits.values():
+        graphs += [g for g in sp if g not in graphs]
+    print("per graph, p50 ms per frame (host work between the graphs not included):")
+    width = {g: max(12, len(g) + 2) for g in graphs}
+    print(f"{'implementation':<28}" + "".join(f"{g:>{width[g]}}" for g in graphs))
+    for name, sp in splits.items():
+        cells = [f"{pct(sp[g][warmup:], 50):>{width[g]}.2f}" if sp.get(g) else f"{'-':>{width[g]}}" for g in graphs]
+        print(f"{name:<28}" + "".join(cells))
 
 
 def make_face(cfg, seed):
@@ -174,10 +194,54 @@ def graph_runner(variant, codec, lm, sampling, face, pcm, args):
     loop = GraphDuplexStep(runners, lm.cfg, sampling)
     loop.reset(args.seed)
     frames = pcm.reshape(pcm.shape[0], -1).numpy()
+    split = {name: [] for name in runners}
+    if args.split:
+        for name, r in runners.items():
+            r.run = timed(r.run, split[name])
+        if kind == "ort":
+            split["depth (before: substep x8)"] = []
+            substep = substep_depth(folder, lm, sampling, precision, args.threads)
 
     def run(t):
+        if args.split:
+            for times in split.values():
+                times.append(0.0)
         loop.step(frames[t])
+        if args.split and kind == "ort":  # the old depth step on this frame's h, outside the loop's time
+            t0 = time.perf_counter()
+            substep(runners["temporal"].data_out["h"], runners["temporal"].data_out["text"])
+            split["depth (before: substep x8)"][-1] = (time.perf_counter() - t0) * 1000.0
 
+    run.split = split
+    return run
+
+
+def timed(fn, times):
+    """``fn`` that adds its time (ms) to the current frame's entry of ``times``."""
+    def wrapper(**kw):
+        t0 = time.perf_counter()
+        out = fn(**kw)
+        times[-1] += (time.perf_counter() - t0) * 1000.0
+        return out
+    return wrapper
+
+
+def substep_depth(folder, lm, sampling, precision, threads):
+    """The depth step as exported before: one substep graph run dep_q times, gathering each
+    substep's weights by k (exported here at the same precision)."""
+    from facebot.export.graphs import DepthSubstepGraph
+    from facebot.export.onnx_export import export_graph
+    from facebot.runtime.graph_runner import GraphSpec, OrtGraphRunner
+
+    path = Path(folder) / "depth_substep.onnx"
+    entry = export_graph(DepthSubstepGraph(lm, sampling.top_k), path, precision)
+    runner = OrtGraphRunner(GraphSpec.from_folder(folder, "depth_substep", entry), path, threads=threads)
+    noise, temp = torch.ones(1, entry["top_k"]), torch.ones(1)
+
+    def run(h, text):
+        prev = text
+        for k in range(lm.cfg.dep_q):
+            prev = runner.run(h=h, prev=prev, k=torch.tensor([k]), audio_noise=noise, audio_temp=temp)["token"].clone()
     return run
 
 

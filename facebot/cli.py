@@ -63,10 +63,15 @@ def _build_parser() -> argparse.ArgumentParser:
     model.add_argument("--runtime", default=None, choices=["torch", "onnxruntime", "tensorrt"],
                        help="where the model step runs: torch (default), or the exported graphs on "
                             "onnxruntime / TensorRT (exported on first use, see `facebot export`)")
-    model.add_argument("--export-dir", default=None,
-                       help="exported graphs folder (default ~/.cache/facebot/graphs/<model>)")
-    model.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8"],
-                       help="exported graphs' precision (int8: weight-only int8 matmuls, onnxruntime only)")
+    model.add_argument("--engine", "--export-dir", dest="export_dir", default=None, metavar="DIR",
+                       help="exported graphs folder: one holding an export is started from alone (no torch "
+                            "model; onnxruntime unless --runtime tensorrt), an empty one is exported into "
+                            "(default ~/.cache/facebot/graphs/<model>)")
+    model.add_argument("--verify-weights", action="store_true",
+                       help="with --engine: re-hash the weight files (default: size + mtime + the hash "
+                            "recorded at export)")
+    model.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8", "int4"],
+                       help="exported graphs' precision (int8 / int4: weight-only matmuls, onnxruntime only)")
     model.add_argument("--ort-device", default=None, choices=["cpu", "cuda"], help="onnxruntime device")
     model.add_argument("--force-engine-update", action="store_true",
                        help="re-export the graphs and rebuild TensorRT engines even if cached")
@@ -300,6 +305,7 @@ def _train(args) -> int:
 def _export(args) -> int:
     """`facebot export`: the model backend's networks (same flags as `run --backend model`) to an
     export folder; --check streams frames through the result."""
+    from facebot.export.deployment import recorded_sources, weight_sources
     from facebot.export.model_export import ensure_export
     from facebot.pipeline.backends import model_options
     from facebot.pipeline.model_backend import ModelBackend
@@ -311,9 +317,12 @@ def _export(args) -> int:
     out = Path(args.out) if args.out else (Path(args.export_dir) if args.export_dir else None)
     fs = backend.face_stepper
     t0 = time.perf_counter()
+    # the weight files' hashes go into the manifest: `run --engine DIR` starts from it alone
+    sources = weight_sources(backend.weight_files, backend.options.init_seed, recorded_sources(out))
     folder, manifest = ensure_export(out, backend.codec, backend.lm, backend.stepper.sampling,
                                      args.precision or "fp32", fs.face_lm if fs else None,
-                                     fs.codec if fs else None, force=args.force or args.force_engine_update)
+                                     fs.codec if fs else None, force=args.force or args.force_engine_update,
+                                     sources=sources)
     print(f"{folder}: {len(manifest['graphs'])} graphs ({', '.join(manifest['graphs'])}), "
           f"{manifest['precision']}, opset {manifest['opset']}, weights {manifest['weights_hash'][:12]} "
           f"({backend.describe()}), {time.perf_counter() - t0:.0f} s")
@@ -600,8 +609,10 @@ def _model_extras(args, model_config) -> dict:
 
 
 def _runtime_extras(args) -> dict:
-    return {"runtime": args.runtime, "engine_path": args.export_dir, "precision": args.precision,
-            "device": args.ort_device, "force_engine_update": args.force_engine_update or None}
+    runtime = args.runtime or ("onnxruntime" if args.export_dir else None)  # --engine: the graphs
+    return {"runtime": runtime, "engine_path": args.export_dir, "precision": args.precision,
+            "device": args.ort_device, "force_engine_update": args.force_engine_update or None,
+            "verify_weights": args.verify_weights or None}
 
 
 def _run_inputs(args, t0_ns: int):

@@ -8,7 +8,7 @@ graph          data inputs                                                 data 
 =============  ==========================================================  ===========================
 encoder        pcm [B, 1, 1920]                                            codes [B, K, 1]
 temporal       tokens [B, 1+n_q], extra [B, D], text_noise, text_temp      text [B], h [B, D]
-depth          h [B, D], prev [B], k [1], audio_noise, audio_temp          token [B]
+depth          h [B, D], text [B], audio_noise, audio_temp                 tokens [B, dep_q]
 decoder        codes [B, dep_q, 1]                                         pcm [B, 1, 1920]
 face_embed     robot_prev [B, N], user [B, N]                              extra [B, D]
 face_head      h [B, D], gen [B, 1+dep_q], prev [B, N], face_noise, temp   face_tokens [B, N], face [B, 2, 56]
@@ -21,7 +21,8 @@ runtime writes the new slots into it in place (:func:`apply_slot_updates`). An e
 returns a whole updated KV cache copies every cache every frame (ScatterElements / full-cache
 copies dominate the step); one that returns the slot costs what the slot costs. Where a slot goes
 is part of the graph's spec (:class:`SlotRule`): ring buffers use their counter's value before the
-step, the depth transformer's buffers the codebook index ``k``.
+step. The depth graph is the whole depth transformer of a frame, unrolled over the codebooks
+(its K/V restart every frame, so they stay inside the graph).
 
 Sampling is in the graphs, with its randomness as an input (Exp(1) noise, see
 :mod:`facebot.model.sampling`) and the temperature as a [1] tensor: noise of ones gives greedy
@@ -47,7 +48,7 @@ from ..model.transformer import (get_activation, mask_to_bias, rope_tables, appl
 from ..runtime.lm_step import LMStep
 
 __all__ = ["SlotRule", "StepGraph", "EncoderGraph", "DecoderGraph", "TemporalGraph",
-           "DepthGraph", "FaceEmbedGraph", "FaceHeadGraph", "graph_sample", "build_graphs",
+           "DepthGraph", "DepthSubstepGraph", "FaceEmbedGraph", "FaceHeadGraph", "graph_sample", "build_graphs",
            "apply_slot_updates"]
 
 
@@ -207,6 +208,49 @@ def _need_parameters(lm: LMModel) -> None:
                          f"not its {lm.weights_mode} copies")
 
 
+class _DepthBase(StepGraph):
+    """What both depth graphs need: moshi's depth transformer (per-step gated, no biases, RMS
+    output norms) and its sizes."""
+
+    def __init__(self, lm: LMModel, top_k: int, batch_size: int = 1):
+        super().__init__()
+        _need_parameters(lm)
+        cfg, tf = lm.cfg, lm.depformer
+        tc = tf.cfg
+        if tc.bias_attn or tc.bias_ff or any(li.bias is not None for li in lm.linears):
+            raise ValueError("depth graph: biases in the depth transformer are not supported")
+        if tc.gating == "none" or not tc.weights_per_step:
+            raise ValueError("depth graph: needs the per-step gated depth transformer (moshi's)")
+        if len({g.hidden for layer in tf.layers for g in layer.gating}) != 1:
+            raise ValueError("depth graph: per-step FF widths differ")
+        if lm.depformer_norms is not None and any(len(list(n.parameters())) != 1 for n in lm.depformer_norms):
+            raise ValueError("depth graph: only RMS depformer norms are supported")
+        self.lm = lm.eval()
+        self.batch_size = batch_size
+        self.dep_q, self.dd = cfg.dep_q, cfg.depformer_dim
+        self.top_k = _noise_width(top_k, cfg.card)
+        self.H, self.Dh = tc.num_heads, tc.head_dim
+        self.hidden = tf.layers[0].gating[0].hidden
+        self.act = get_activation(tc.gating)
+        self.use_rope, self.use_sin = tf.use_rope, tf.use_sin
+
+    def _layer(self, layer, x, w_qkv, w_o, w_gin, w_gout, kc, vc, cos_sin, bias_old, bias_new):
+        """One depth layer at one codebook, with that codebook's weights: x [B, 1, d] -> x and
+        the codebook's key and value [B, H, 1, Dh] (attention over kc/vc and itself)."""
+        B, H, Dh, d = x.shape[0], self.H, self.Dh, self.dd
+        qkv = F.linear(layer.norm1(x), w_qkv).view(B, 1, 3, H, Dh)
+        q, kk, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        if cos_sin is not None:
+            cos, sin = cos_sin[0][:, None, :], cos_sin[1][:, None, :]
+            q, kk = apply_rope(q, cos, sin), apply_rope(kk, cos, sin)
+        q, kk, v = q.transpose(1, 2), kk.transpose(1, 2), v.transpose(1, 2)
+        o = slot_attention(q, kk, v, kc, vc, bias_old, bias_new)
+        x = x + layer.layer_scale_1(F.linear(o.transpose(1, 2).reshape(B, 1, d), w_o))
+        g = F.linear(layer.norm2(x), w_gin).view(B, 1, 2, self.hidden)
+        x = x + layer.layer_scale_2(F.linear(self.act(g[..., 0, :]) * g[..., 1, :], w_gout))
+        return x, kk, v
+
+
 def _noise_width(top_k: int, vocab: int) -> int:
     return top_k if 0 < top_k < vocab else vocab
 
@@ -255,37 +299,27 @@ class TemporalGraph(StepGraph):
         return self._pack((text, h[:, 0]), new)
 
 
-class DepthGraph(StepGraph):
+class DepthSubstepGraph(_DepthBase):
     """One depth-transformer substep with the codebook index as an input: h [B, D], the
     previous token of the frame prev [B] (the text token for k = 0), k [1] -> audio token k [B].
 
     The per-codebook weights (depformer_in, input embedding, attention, gating, output head)
     are stacked along a leading axis and gathered by ``k``, so the same graph runs all dep_q
     substeps. The depth KV buffers [B, H, dep_q, Dh] get their slot k written by the runtime;
-    slots < k are attended (the frame's earlier codebooks), so they never need clearing."""
-    name = "depth"
+    slots < k are attended (the frame's earlier codebooks), so they never need clearing.
+
+    This was the exported depth step up to export format 1; :class:`DepthGraph` replaced it
+    (the gather copies a substep's weights every call and keeps them out of the weight-only
+    quantizer's reach). It stays as the reference the unrolled graph is tested and benched
+    against (``test/test_deploy.py``, ``bench/bench_duplex.py --split``)."""
+    name = "depth_substep"
     data_inputs = ("h", "prev", "k", "audio_noise", "audio_temp")
     data_outputs = ("token",)
 
     def __init__(self, lm: LMModel, top_k: int, batch_size: int = 1):
-        super().__init__()
-        _need_parameters(lm)
+        super().__init__(lm, top_k, batch_size)
         cfg, tf = lm.cfg, lm.depformer
         tc = tf.cfg
-        if tc.bias_attn or tc.bias_ff or any(li.bias is not None for li in lm.linears):
-            raise ValueError("depth graph: biases in the depth transformer are not supported")
-        if tc.gating == "none" or not tc.weights_per_step:
-            raise ValueError("depth graph: needs the per-step gated depth transformer (moshi's)")
-        if len({g.hidden for layer in tf.layers for g in layer.gating}) != 1:
-            raise ValueError("depth graph: per-step FF widths differ, cannot stack them")
-        self.lm = lm.eval()
-        self.batch_size = batch_size
-        self.dep_q, self.dd = cfg.dep_q, cfg.depformer_dim
-        self.top_k = _noise_width(top_k, cfg.card)
-        self.H, self.Dh = tc.num_heads, tc.head_dim
-        self.hidden = tf.layers[0].gating[0].hidden
-        self.act = get_activation(tc.gating)
-        self.use_rope, self.use_sin = tf.use_rope, tf.use_sin
         ks = range(cfg.dep_q)
         sched = [tf._weight_index(k) for k in ks]
         det = lambda ts: torch.stack([t.detach() for t in ts]).clone()  # noqa: E731
@@ -297,8 +331,6 @@ class DepthGraph(StepGraph):
         self.register_buffer("emb_rows", rows, persistent=False)
         self.register_buffer("w_out", det([li.weight for li in lm.linears]), persistent=False)
         if lm.depformer_norms is not None:
-            if any(len(list(n.parameters())) != 1 for n in lm.depformer_norms):
-                raise ValueError("depth graph: only RMS depformer norms are supported")
             self.register_buffer("norm_alpha", det([next(n.parameters()).reshape(-1) for n in lm.depformer_norms]),
                                  persistent=False)
             self.norm_eps = lm.depformer_norms[0].eps
@@ -334,7 +366,7 @@ class DepthGraph(StepGraph):
         return w.index_select(0, k)[0]
 
     def forward(self, h, prev, k, audio_noise, audio_temp, *state):
-        B, H, Dh, d = h.shape[0], self.H, self.Dh, self.dd
+        Dh, d = self.Dh, self.dd
         tf = self.lm.depformer
         x = F.linear(h, self._pick(self.w_dep_in, k))
         x = x + F.embedding(prev + self.emb_rows.index_select(0, k), self.emb_table)
@@ -347,18 +379,8 @@ class DepthGraph(StepGraph):
         outs = []
         for i, layer in enumerate(tf.layers):
             kc, vc = state[2 * i], state[2 * i + 1]
-            qkv = F.linear(layer.norm1(x), self._pick(getattr(self, f"w_qkv{i}"), k)).view(B, 1, 3, H, Dh)
-            q, kk, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-            if cos_sin is not None:
-                cos, sin = cos_sin[0][:, None, :], cos_sin[1][:, None, :]
-                q, kk = apply_rope(q, cos, sin), apply_rope(kk, cos, sin)
-            q, kk, v = q.transpose(1, 2), kk.transpose(1, 2), v.transpose(1, 2)
-            o = slot_attention(q, kk, v, kc, vc, bias_old, bias_new)
-            o = F.linear(o.transpose(1, 2).reshape(B, 1, d), self._pick(getattr(self, f"w_o{i}"), k))
-            x = x + layer.layer_scale_1(o)
-            g = F.linear(layer.norm2(x), self._pick(getattr(self, f"w_gin{i}"), k)).view(B, 1, 2, self.hidden)
-            u = F.linear(self.act(g[..., 0, :]) * g[..., 1, :], self._pick(getattr(self, f"w_gout{i}"), k))
-            x = x + layer.layer_scale_2(u)
+            ws = [self._pick(getattr(self, f"{n}{i}"), k) for n in ("w_qkv", "w_o", "w_gin", "w_gout")]
+            x, kk, v = self._layer(layer, x, *ws, kc, vc, cos_sin, bias_old, bias_new)
             outs += [kk.to(kc.dtype), v.to(vc.dtype)]
         y = x[:, 0]
         if self.norm_alpha is not None:
@@ -367,6 +389,94 @@ class DepthGraph(StepGraph):
         logits = F.linear(y, self._pick(self.w_out, k))
         token = graph_sample(logits, audio_noise, audio_temp, self.top_k)
         return (token, *outs)
+
+
+class DepthGraph(_DepthBase):
+    """The whole depth transformer of a frame, unrolled over the dep_q codebooks: h [B, D], the
+    frame's text token text [B], audio_noise [B, dep_q, k], audio_temp [1] -> the robot's audio
+    tokens [B, dep_q].
+
+    Every substep has its own weights as constants of the graph (shared ones, per moshi's
+    weights-per-step schedule, are stored once), so each depth matmul is a plain constant-weight
+    MatMul that the weight-only quantizer (:mod:`facebot.export.quantize`) takes, and no weights
+    are copied per call. The depth transformer restarts every frame, so its K/V live inside the
+    graph: no state crosses the boundary. The attention is written as
+    :class:`DepthSubstepGraph`'s (a dep_q-slot buffer, earlier slots attended, later ones masked
+    with zeros where the substep graph has stale values), so tokens are the same."""
+    name = "depth"
+    data_inputs = ("h", "text", "audio_noise", "audio_temp")
+    data_outputs = ("tokens",)
+
+    def __init__(self, lm: LMModel, top_k: int, batch_size: int = 1):
+        super().__init__(lm, top_k, batch_size)
+        cfg, tf = lm.cfg, lm.depformer
+        self.capacity = tf.capacity
+        self.sched = [tf._weight_index(k) for k in range(cfg.dep_q)]
+        self.dep_in = [lm._dep_in_index(k) for k in range(cfg.dep_q)]
+        d = self.dd
+        own = lambda t: t.detach().clone()  # noqa: E731
+        for j in sorted(set(self.dep_in)):
+            self.register_buffer(f"w_dep_in{j}", own(lm.depformer_in[j].weight), persistent=False)
+        embs = [lm.depformer_text_emb.weight] + [lm.depformer_emb[k - 1].weight for k in range(1, cfg.dep_q)]
+        for k in range(cfg.dep_q):
+            self.register_buffer(f"emb{k}", own(embs[k]), persistent=False)
+            self.register_buffer(f"w_out{k}", own(lm.linears[k].weight), persistent=False)
+            if lm.depformer_norms is not None:
+                self.register_buffer(f"norm_alpha{k}", own(next(lm.depformer_norms[k].parameters()).reshape(-1)),
+                                     persistent=False)
+        self.has_norm = lm.depformer_norms is not None
+        self.norm_eps = lm.depformer_norms[0].eps if self.has_norm else 0.0
+        for i, layer in enumerate(tf.layers):
+            a = layer.self_attn
+            qkv, out = a.in_proj_weight.detach().view(-1, 3 * d, d), a.out_proj.weight.detach().view(-1, d, d)
+            for w in sorted(set(self.sched)):
+                self.register_buffer(f"w_qkv{i}_{w}", qkv[w].clone(), persistent=False)
+                self.register_buffer(f"w_o{i}_{w}", out[w].clone(), persistent=False)
+                self.register_buffer(f"w_gin{i}_{w}", own(layer.gating[w].linear_in.weight), persistent=False)
+                self.register_buffer(f"w_gout{i}_{w}", own(layer.gating[w].linear_out.weight), persistent=False)
+        self.state_names = []
+
+    def init_state(self):
+        return {}
+
+    def example_data(self):
+        B = self.batch_size
+        return (torch.zeros(B, self.lm.cfg.dim), torch.zeros(B, dtype=torch.long),
+                torch.ones(B, self.dep_q, self.top_k), torch.ones(1))
+
+    def forward(self, h, text, audio_noise, audio_temp):
+        B, H, Dh, d, cap = h.shape[0], self.H, self.Dh, self.dd, self.capacity
+        tf = self.lm.depformer
+        w = lambda name: getattr(self, name)  # noqa: E731
+        zero = torch.zeros(B, H, 1, Dh, dtype=h.dtype)
+        keys = [[] for _ in tf.layers]
+        values = [[] for _ in tf.layers]
+        bias_new = torch.zeros(1, 1, dtype=h.dtype)
+        prev, tokens = text, []
+        for k in range(self.dep_q):
+            s = self.sched[k]
+            kpos = torch.full((1,), k, dtype=torch.long)
+            x = F.linear(h, w(f"w_dep_in{self.dep_in[k]}")) + F.embedding(prev, w(f"emb{k}"))
+            x = x.unsqueeze(1)  # [B, 1, d]
+            if self.use_sin:
+                x = x + tf.cfg.positional_scale * sin_embedding(kpos, d, tf.cfg.max_period, x.dtype)
+            cos_sin = rope_tables(kpos, Dh, tf.cfg.max_period, x.dtype) if self.use_rope else None
+            bias_old = mask_to_bias((torch.arange(cap) < k).unsqueeze(0))  # [1, cap]
+            for i, layer in enumerate(tf.layers):
+                kc = torch.cat(keys[i] + [zero] * (cap - k), dim=2)
+                vc = torch.cat(values[i] + [zero] * (cap - k), dim=2)
+                ws = [w(f"{n}{i}_{s}") for n in ("w_qkv", "w_o", "w_gin", "w_gout")]
+                x, kk, v = self._layer(layer, x, *ws, kc, vc, cos_sin, bias_old, bias_new)
+                keys[i].append(kk)
+                values[i].append(v)
+            y = x[:, 0]
+            if self.has_norm:
+                y = y * torch.rsqrt(y.float().pow(2).mean(-1, keepdim=True) + self.norm_eps).to(y.dtype)
+                y = y * w(f"norm_alpha{k}")
+            logits = F.linear(y, w(f"w_out{k}"))
+            prev = graph_sample(logits, audio_noise[:, k], audio_temp, self.top_k)
+            tokens.append(prev)
+        return (torch.stack(tokens, dim=1),)
 
 
 class FaceEmbedGraph(StepGraph):

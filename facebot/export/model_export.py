@@ -22,7 +22,7 @@ from ..model.sampling import SamplingConfig
 from .graphs import build_graphs
 from .onnx_export import TWO_GB, ManifestError, export_graphs, read_manifest, weights_hash
 
-__all__ = ["model_identity", "export_model", "ensure_export", "default_export_dir"]
+__all__ = ["model_identity", "requested_identity", "export_model", "ensure_export", "default_export_dir"]
 
 
 def model_identity(codec: MimiCodec, lm: LMModel, sampling: SamplingConfig, precision: str = "fp32",
@@ -30,14 +30,22 @@ def model_identity(codec: MimiCodec, lm: LMModel, sampling: SamplingConfig, prec
                    face_top_k: int = 0) -> dict:
     """The manifest keys that must match for an export to be reused."""
     modules = [codec, lm] + ([face_lm, face_codec] if face_lm is not None else [])
+    return {**requested_identity(lm.cfg.to_dict(), dataclasses.asdict(codec.cfg), sampling, precision,
+                                 face_lm is not None, face_top_k),
+            "weights_hash": weights_hash(modules)}
+
+
+def requested_identity(config: dict, codec: dict, sampling: SamplingConfig, precision: str = "fp32",
+                       face: bool = False, face_top_k: int = 0) -> dict:
+    """The identity keys that need no weights: what a start from a folder alone compares (the
+    weights themselves are traced by the manifest's weight_sources)."""
     ident = {
-        "config": lm.cfg.to_dict(),
-        "codec": _jsonable(dataclasses.asdict(codec.cfg)),
-        "weights_hash": weights_hash(modules),
+        "config": config,
+        "codec": _jsonable(codec),
         "precision": precision,
         "sampling": {"top_k_text": int(sampling.top_k_text), "top_k": int(sampling.top_k),
-                     "face_top_k": int(face_top_k) if face_lm is not None else None},
-        "face": face_lm is not None,
+                     "face_top_k": int(face_top_k) if face else None},
+        "face": bool(face),
         # graphs from another facebot release may differ in layout or math: re-export on upgrade
         "exporter": f"facebot {__version__}",
     }
@@ -64,13 +72,17 @@ def export_model(out_dir: Path, codec: MimiCodec, lm: LMModel, sampling: Samplin
                  precision: str = "fp32", face_lm: Optional[FaceLM] = None,
                  face_codec: Optional[FaceCodec] = None, face_top_k: int = 0,
                  external_data_threshold: int = TWO_GB, identity: Optional[dict] = None,
-                 log=print) -> dict:
-    """Export every graph of the model into ``out_dir``; returns the manifest."""
+                 sources: Optional[dict] = None, log=print) -> dict:
+    """Export every graph of the model into ``out_dir``; returns the manifest. ``sources``
+    (:func:`facebot.export.deployment.weight_sources`): where the weights came from, recorded so
+    that the folder can later be started from alone."""
     identity = identity or model_identity(codec, lm, sampling, precision, face_lm, face_codec, face_top_k)
     graphs = build_graphs(codec, lm, sampling.top_k_text, sampling.top_k, face_lm, face_codec, face_top_k)
     meta = {k: v for k, v in identity.items() if k != "precision"}
     meta["sample_rate"] = codec.cfg.sample_rate
     meta["frame_size"] = codec.frame_size
+    if sources is not None:
+        meta["weight_sources"] = sources
     return export_graphs(graphs, out_dir, meta, precision=precision,
                          external_data_threshold=external_data_threshold, log=log)
 
@@ -78,18 +90,23 @@ def export_model(out_dir: Path, codec: MimiCodec, lm: LMModel, sampling: Samplin
 def ensure_export(out_dir: Optional[Path], codec: MimiCodec, lm: LMModel, sampling: SamplingConfig,
                   precision: str = "fp32", face_lm: Optional[FaceLM] = None,
                   face_codec: Optional[FaceCodec] = None, face_top_k: int = 0,
-                  force: bool = False, log=print) -> tuple[Path, dict]:
+                  force: bool = False, sources: Optional[dict] = None, log=print) -> tuple[Path, dict]:
     """The export folder for this model: reused when its manifest matches, else (re-)exported.
+    ``sources``: where the weights came from (written into a reused manifest when it differs).
     Returns (folder, manifest)."""
     identity = model_identity(codec, lm, sampling, precision, face_lm, face_codec, face_top_k)
     folder = Path(out_dir) if out_dir else default_export_dir(identity)
     if not force:
         try:
-            return folder, read_manifest(folder, expect=identity)
+            manifest = read_manifest(folder, expect=identity)
+            if sources is not None:
+                from .deployment import record_sources
+                manifest = record_sources(folder, manifest, sources)
+            return folder, manifest
         except ManifestError as err:
             log(f"exporting graphs to {folder} ({err})")
     else:
         log(f"exporting graphs to {folder} (forced)")
     manifest = export_model(folder, codec, lm, sampling, precision, face_lm, face_codec, face_top_k,
-                            identity=identity, log=log)
+                            identity=identity, sources=sources, log=log)
     return folder, manifest

@@ -4,8 +4,9 @@ Each graph of :mod:`facebot.export.graphs` goes through ``torch.onnx.export`` (t
 based exporter: the state is explicit, so nothing is baked in) at a fixed batch size. The fp16
 variant converts the exported fp32 graph (onnxruntime's float16 converter) with every float
 input and output in fp16 too: the KV buffers are then half the bytes, which is the point on a
-memory-bound device. The int8 variant (:mod:`facebot.export.quantize`) stores the matmul
-weights in int8 for onnxruntime's MatMulNBits kernels (a contrib op: onnxruntime only).
+memory-bound device. The int8 and int4 variants (:mod:`facebot.export.quantize`) store the
+matmul weights in 8 or 4 bits for onnxruntime's MatMulNBits kernels (a contrib op: onnxruntime
+only).
 Graphs whose weights pass ``external_data_threshold`` (2 GB by default, protobuf's limit) keep
 them in a ``<graph>.onnx.data`` file beside the graph.
 
@@ -31,12 +32,13 @@ import torch
 from facebot.io.atomic import atomic_write_text
 from .graphs import StepGraph
 
-__all__ = ["MANIFEST", "OPSET", "weights_hash", "export_graph", "export_graphs", "read_manifest",
-           "ManifestError"]
+__all__ = ["MANIFEST", "OPSET", "PRECISIONS", "weights_hash", "export_graph", "export_graphs", "read_manifest",
+           "ManifestError", "convert_precision", "derive_export", "stored_bytes", "write_manifest"]
 
 MANIFEST = "manifest.json"
+PRECISIONS = ("fp32", "fp16", "int8", "int4")
 OPSET = 18
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: unrolled depth graph, weight_sources in the manifest
 TWO_GB = 2 * 1024 ** 3
 
 
@@ -126,28 +128,103 @@ def export_graph(graph: StepGraph, path: Path, precision: str = "fp32", opset: i
     else:
         prog.save(str(path), external_data=False)
     onnx.checker.check_model(str(path))
-    if precision == "fp16":
-        _to_fp16(path, external)
-    elif precision == "int8":  # weight-only int8 matmuls for onnxruntime (CPU); I/O stays fp32
-        from .quantize import quantize_int8
-        quantize_int8(path, external=external)
-    elif precision != "fp32":
-        raise ValueError(f"precision must be fp32, fp16 or int8, got {precision!r}")
+    weights = convert_precision(path, precision, external, graph=graph.name)
 
     init = graph.init_state()
     state_file = path.with_suffix(".state.safetensors")
     if init:
         from safetensors.torch import save_file
         save_file({k: v.contiguous() for k, v in init.items()}, str(state_file))
-    entry = graph.describe(args, outs)
+    entry = _entry_dtypes(graph.describe(args, outs), precision)
+    return {"file": path.name, "external_data": (path.name + ".data") if external else None,
+            **entry, "init_state": state_file.name if init else None,
+            "weight_bytes": int(weight_bytes), "weight_precision": weights, **stored_bytes(path),
+            **{k: getattr(graph, k) for k in ("top_k",) if hasattr(graph, k)}}
+
+
+def convert_precision(path: Path, precision: str, external: bool, block_size: Optional[int] = None,
+                      graph: str = "") -> str:
+    """Turn the fp32 graph at ``path`` (named ``graph``) into ``precision`` in place (fp32:
+    nothing to do); returns the precision its weights got (Mimi's stay int8 under int4)."""
+    if precision == "fp16":
+        _to_fp16(path, external)
+    elif precision in ("int8", "int4"):  # weight-only matmuls for onnxruntime (CPU); I/O stays fp32
+        from .quantize import graph_weight_precision, quantize_weights
+        weights = graph_weight_precision(precision, graph)
+        quantize_weights(path, weights, block_size=block_size if weights == precision else None,
+                         external=external)
+        return weights
+    elif precision != "fp32":
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def _entry_dtypes(entry: dict, precision: str) -> dict:
     if precision == "fp16":  # the converter made every float input and output fp16
         for e in entry["inputs"] + entry["outputs"]:
             if e["dtype"] == "float32":
                 e["dtype"] = "float16"
-    return {"file": path.name, "external_data": (path.name + ".data") if external else None,
-            **entry, "init_state": state_file.name if init else None,
-            "weight_bytes": int(weight_bytes),
-            **{k: getattr(graph, k) for k in ("top_k",) if hasattr(graph, k)}}
+    return entry
+
+
+def stored_bytes(path: Path) -> dict:
+    """Bytes of the weights a graph file stores (``stored_bytes``) and of those a frame reads in
+    full (``frame_bytes``: every initializer but the tables that are only gathered from, i.e.
+    embeddings, of which a frame reads a few rows) -- measured from the file as exported."""
+    import numpy as np
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    gathered, other = set(), set()
+    for n in g.node:
+        for i, name in enumerate(n.input):
+            (gathered if n.op_type == "Gather" and i == 0 else other).add(name)
+    total = frame = 0
+    for t in g.initializer:
+        nbytes = int(np.prod(t.dims, dtype=np.int64)) * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        total += nbytes
+        if t.name in other or t.name not in gathered:
+            frame += nbytes
+    return {"stored_bytes": int(total), "frame_bytes": int(frame)}
+
+
+def derive_export(src: Path, dst: Path, precision: str, block_size: Optional[int] = None) -> dict:
+    """A ``precision`` export in ``dst`` made from the fp32 export in ``src`` without tracing
+    again (the conversion :func:`export_graph` applies); returns the new manifest."""
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    manifest = read_manifest(src)
+    if manifest["precision"] != "fp32":
+        raise ValueError(f"{src}: derive from an fp32 export, not {manifest['precision']}")
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / MANIFEST).unlink(missing_ok=True)
+    graphs = {}
+    for name, e in manifest["graphs"].items():
+        for f in (e["file"], e.get("external_data"), e.get("init_state")):
+            if f:
+                shutil.copyfile(src / f, dst / f)
+        weights = convert_precision(dst / e["file"], precision, bool(e.get("external_data")), block_size, name)
+        graphs[name] = {**_entry_dtypes(json.loads(json.dumps(e)), precision), "weight_precision": weights,
+                        **stored_bytes(dst / e["file"])}
+    out = {**manifest, "precision": precision, "graphs": graphs,
+           "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if block_size:
+        out["block_size"] = int(block_size)
+    write_manifest(dst, out)
+    return out
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    """Replace ``folder``'s manifest whole (a temporary file renamed over it): a reader sees the
+    old manifest or the new one, never a part."""
+    import os  # local: this module's own writes may move to a shared helper
+
+    tmp = Path(folder) / (MANIFEST + ".partial")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, Path(folder) / MANIFEST)
 
 
 def export_graphs(graphs: Dict[str, StepGraph], out_dir: Path, meta: dict, precision: str = "fp32",
@@ -183,7 +260,8 @@ def read_manifest(folder: Path, expect: Optional[dict] = None) -> dict:
     except (OSError, ValueError) as err:
         raise ManifestError(f"{folder / MANIFEST}: unreadable ({err})") from None
     if manifest.get("format") != FORMAT_VERSION:
-        raise ManifestError(f"{folder}: export format {manifest.get('format')} != {FORMAT_VERSION}")
+        raise ManifestError(f"{folder}: export format {manifest.get('format')} != {FORMAT_VERSION} "
+                            "(made by another facebot release: re-export it)")
     for key, value in (expect or {}).items():
         if manifest.get(key) != value:
             raise ManifestError(f"{folder}: exported for {key}={manifest.get(key)!r}, need {value!r}")

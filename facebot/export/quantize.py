@@ -1,19 +1,39 @@
-"""Weight-only int8 for exported graphs on onnxruntime (CPU): onnxruntime's own MatMulNBits
-quantizer (blockwise symmetric int8, activations stay float).
+"""Weight-only int8 / int4 for exported graphs on onnxruntime (CPU): onnxruntime's own
+MatMulNBits quantizer (blockwise symmetric, activations stay float).
 
 Batch-1 decoding reads every weight once per frame, so on a memory-bound CPU the step time
-follows the bytes of weights read; int8 weights read a quarter of fp32's. The exporter writes
-``F.linear`` on 2-D activations as ``Gemm(A, W, transB=1)``, which the quantizer does not take,
-so those nodes are first rewritten as ``MatMul(A, W^T)`` with the transposed weight stored
-once. Gemms whose weight is computed in the graph (the depth graph gathers its per-codebook
-weights by ``k``) stay in float.
+follows the bytes of weights read; int8 weights read a quarter of fp32's, int4 an eighth (plus
+one float scale per block). The exporter writes ``F.linear`` on 2-D activations as
+``Gemm(A, W, transB=1)``, which the quantizer does not take, so those nodes are first rewritten
+as ``MatMul(A, W^T)`` with the transposed weight stored once. Every matmul of the graphs has a
+constant weight (the depth graph is unrolled per codebook), so every one is quantized; convs
+(the codec's SEANet) and embedding tables (a frame reads a few rows) stay in float.
+
+Block sizes (:data:`BLOCK_SIZE`): one fp32 scale per block costs 4/block bytes per weight, 3 %
+of int8 at 128; at 4 bits a block of 32 costs 0.125 B per weight (25 % on top of 0.5 B), 64
+costs 12 %, 128 costs 6 %. Smaller blocks follow a weight row's range more closely, which pays
+where rows have outliers. ``bench/bench_precision.py`` measured token agreement with fp32 at
+small for blocks of 32, 64 and 128 and found no block size better (46-64 % of the tokens
+equal, no trend with the block size: text and face tokens agreed most at 128, audio tokens at
+32), so the bytes decide: int4 uses 128, the group size of the usual int4 weight-only
+checkpoints (GPTQ, AWQ), which at moshi-7b reads 0.7 GB per frame less than blocks of 32 (the
+difference between 69 % and 77 % of an Orin NX's bandwidth, see the README's traffic table).
+``quantize_weights(block_size=...)`` takes another size for a model whose rows need it.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-__all__ = ["gemm_to_matmul", "quantize_int8"]
+__all__ = ["BITS", "BLOCK_SIZE", "gemm_to_matmul", "quantize_weights", "graph_weight_precision"]
+
+BITS = {"int8": 8, "int4": 4}
+BLOCK_SIZE = {"int8": 128, "int4": 128}
+# Mimi's graphs keep 8-bit weights in an int4 export: its residual quantizer turns small errors
+# of the encoder into other codes (bench_precision at small, random weights: 1.8 % of the codes
+# equal fp32's with 4-bit encoder weights, 55 % with 8-bit), and Mimi is a fixed 79 M
+# parameters, 1 % of moshi-7b's weights, so 4 bits would save little where bytes matter.
+CODEC_GRAPHS = ("encoder", "decoder")
 
 
 def gemm_to_matmul(model) -> int:
@@ -61,16 +81,27 @@ def gemm_to_matmul(model) -> int:
     return count
 
 
-def quantize_int8(path: Path, block_size: int = 128, external: bool = False,
-                  accuracy_level: int = 4, bits: int = 8) -> int:
-    """Quantize the graph at ``path`` in place; returns the number of int8 matmuls."""
+def graph_weight_precision(precision: str, graph: str) -> str:
+    """The weight precision a graph gets in an export of ``precision`` (Mimi: int8 under int4)."""
+    return "int8" if precision == "int4" and graph in CODEC_GRAPHS else precision
+
+
+def quantize_weights(path: Path, precision: str = "int8", block_size: int | None = None,
+                     external: bool = False, accuracy_level: int = 4) -> int:
+    """Quantize the matmul weights of the graph at ``path`` in place to ``precision`` (int8 or
+    int4; block size from :data:`BLOCK_SIZE` unless given); returns the number of MatMulNBits.
+    ``accuracy_level`` 4: the activations are quantized to int8 inside the kernel (onnxruntime's
+    fastest CPU path for both widths)."""
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import (
         DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer)
 
+    if precision not in BITS:
+        raise ValueError(f"weight-only precision must be one of {sorted(BITS)}, got {precision!r}")
     model = onnx.load(str(path))
     gemm_to_matmul(model)
-    cfg = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True, bits=bits,
+    cfg = DefaultWeightOnlyQuantConfig(block_size=int(block_size or BLOCK_SIZE[precision]),
+                                       is_symmetric=True, bits=BITS[precision],
                                        accuracy_level=accuracy_level, op_types_to_quantize=("MatMul",))
     log = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
     level = log.level

@@ -77,11 +77,13 @@ PARAMS = (
     Param('weights_path', '', 'model weights (model backends; e.g. a .safetensors file)'),
     Param('engine_path', '',
           'folder of the exported graphs (and TensorRT engines/) for runtime onnxruntime or '
-          "tensorrt; '' = ~/.cache/facebot/graphs/<model>"),
+          'tensorrt: one holding an export is started from alone (no torch model; it must hold '
+          'the model asked for), an empty one is exported into; '
+          "'' = ~/.cache/facebot/graphs/<model>"),
     Param('runtime', 'torch', 'where the model step runs (model backend)',
           choices=('torch', 'onnxruntime', 'tensorrt')),
-    Param('precision', 'fp32', 'exported graphs / engines precision (model backend; int8: '
-          'onnxruntime only)', choices=('fp32', 'fp16', 'int8')),
+    Param('precision', 'fp32', 'exported graphs / engines precision (model backend; int8, int4: '
+          'onnxruntime only)', choices=('fp32', 'fp16', 'int8', 'int4')),
     Param('force_engine_update', False,
           're-export the graphs and rebuild the TensorRT engines at configure'),
     Param('model_config', '', 'model configuration name or file for model backends'),

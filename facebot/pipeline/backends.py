@@ -29,7 +29,8 @@ def model_options(extras: dict[str, Any]):
             "tokenizer": "tokenizer", "temperature": "temperature", "top_k": "top_k",
             "greedy": "greedy", "weights_mode": "weights_mode", "threads": "threads", "compile": "compile",
             "face_weights": "face_weights", "runtime": "runtime", "engine_path": "export_dir",
-            "precision": "precision", "device": "device", "force_engine_update": "force_engine_update"}
+            "precision": "precision", "device": "device", "force_engine_update": "force_engine_update",
+            "verify_weights": "verify_weights"}
     kwargs = {dst: extras[src] for src, dst in keys.items() if extras.get(src) not in (None, "")}
     return ModelOptions(**kwargs)
 

@@ -23,6 +23,42 @@ KYUTAI_TOKENIZER = "tokenizer_spm_32k_3.model"
 SPEAKING_RMS = 0.01  # the robot counts as speaking when its frame is louder than this (-40 dBFS)
 
 
+FACE_LM_FILE = "face_lm.safetensors"
+FACE_CODEC_FILE = "face_codec.safetensors"
+
+
+def _log(msg: str) -> None:
+    print(f"facebot: {msg}", file=sys.stderr)
+
+
+def codec_config_for(cfg):
+    """Kyutai's Mimi for every real configuration; the test model gets the tiny codec with as
+    many codebook entries as its LM has audio tokens."""
+    from facebot.model.codec import codec_config
+
+    codec_cfg = codec_config("mimi" if cfg.card == 2048 else "tiny")
+    if codec_cfg.cardinality != cfg.card:
+        codec_cfg = codec_cfg.replace(quantizer=dataclasses.replace(codec_cfg.quantizer, bins=cfg.card))
+    return codec_cfg
+
+
+def face_weight_files(spec: str) -> list:
+    """[face_lm, face_codec] files from ``face_lm,face_codec`` paths or a folder holding both."""
+    parts = [p.strip() for p in spec.split(",") if p.strip()]
+    if len(parts) == 1:
+        if not Path(parts[0]).is_dir():
+            raise ModelLoadError(f"{parts[0]}: no such face weights folder")
+        files = [Path(parts[0]) / FACE_LM_FILE, Path(parts[0]) / FACE_CODEC_FILE]
+    elif len(parts) == 2:
+        files = [Path(p) for p in parts]
+    else:
+        raise ModelLoadError(f"face weights {spec!r}: give a folder or 'face_lm.safetensors,face_codec.safetensors'")
+    for f in files:
+        if not f.is_file():
+            raise ModelLoadError(f"{f}: no such face weights file")
+    return files
+
+
 class ModelLoadError(Exception):
     """Weights or config that cannot be used; ``str()`` is one line naming the file."""
 
@@ -47,8 +83,11 @@ class ModelOptions:
     face_weights: str | None = None
     # where the step runs: torch (the model's own step) | onnxruntime | tensorrt (exported graphs)
     runtime: str = "torch"
-    export_dir: str | None = None  # graphs (+ engines/) folder; None: ~/.cache/facebot/graphs/<model>
-    precision: str = "fp32"  # exported graphs / engines: fp32 | fp16 | int8 (onnxruntime only)
+    # graphs (+ engines/) folder: one that holds an export is started from alone (no torch model;
+    # it must hold the model asked for), an empty one is exported into; None: the user cache
+    export_dir: str | None = None
+    precision: str = "fp32"  # exported graphs / engines: fp32 | fp16 | int8 | int4 (int: onnxruntime only)
+    verify_weights: bool = False  # starting from a folder: re-hash the weight files, not only size + mtime
     device: str = "cpu"  # onnxruntime: cpu | cuda (tensorrt is always cuda)
     force_engine_update: bool = False  # re-export the graphs and rebuild the engines
 
@@ -61,10 +100,11 @@ class ModelOptions:
             raise ValueError(f"model: weights_mode must be none, bf16 or int8, got {self.weights_mode!r}")
         if self.runtime not in ("torch", "onnxruntime", "tensorrt"):
             raise ValueError(f"model: runtime must be torch, onnxruntime or tensorrt, got {self.runtime!r}")
-        if self.precision not in ("fp32", "fp16", "int8"):
-            raise ValueError(f"model: precision must be fp32, fp16 or int8, got {self.precision!r}")
-        if self.precision == "int8" and self.runtime == "tensorrt":
-            raise ValueError("model: int8 graphs use onnxruntime's MatMulNBits; TensorRT takes fp32 or fp16")
+        if self.precision not in ("fp32", "fp16", "int8", "int4"):
+            raise ValueError(f"model: precision must be fp32, fp16, int8 or int4, got {self.precision!r}")
+        if self.precision in ("int8", "int4") and self.runtime == "tensorrt":
+            raise ValueError(f"model: {self.precision} graphs use onnxruntime's MatMulNBits; "
+                             "TensorRT takes fp32 or fp16")
         if self.runtime != "torch" and self.weights_mode != "none":
             raise ValueError("model: weights_mode is for the torch runtime; exported graphs take --precision")
         if self.runtime != "torch" and self.compile:
@@ -77,7 +117,7 @@ class ModelBackend(SpeechBackend):
     def __init__(self, options: ModelOptions | None = None) -> None:
         import torch
 
-        from facebot.model.codec import MimiCodec, codec_config
+        from facebot.model.codec import MimiCodec
         from facebot.model.configs import load_config
         from facebot.model.lm import build_lm, load_lm_checkpoint
         from facebot.model.sampling import SamplingConfig
@@ -100,18 +140,23 @@ class ModelBackend(SpeechBackend):
         mimi_file = Path(opts.mimi_weights) if opts.mimi_weights else (base / KYUTAI_MIMI if base else None)
         tok_file = Path(opts.tokenizer) if opts.tokenizer else (base / KYUTAI_TOKENIZER if base else None)
 
-        # Kyutai's Mimi for every real configuration; the test model gets the tiny codec with
-        # as many codebook entries as its LM has audio tokens.
-        codec_cfg = codec_config("mimi" if cfg.card == 2048 else "tiny")
-        if codec_cfg.cardinality != cfg.card:
-            codec_cfg = codec_cfg.replace(quantizer=dataclasses.replace(codec_cfg.quantizer, bins=cfg.card))
+        codec_cfg = codec_config_for(cfg)
+        if mimi_file is not None and not mimi_file.is_file():
+            mimi_file = None
+        sampling = SamplingConfig.greedy() if opts.greedy else SamplingConfig(
+            temp=opts.temperature, top_k=opts.top_k, temp_text=opts.temperature_text, top_k_text=opts.top_k_text)
+        self.weight_files = {"lm": lm_file, "mimi": mimi_file,
+                             **(dict(zip(("face_lm", "face_codec"), face_weight_files(opts.face_weights)))
+                                if opts.face_weights else {})}
+        if self._exported_folder():  # a robot's start: the graphs alone, no torch model
+            self._start_from_folder(cfg, codec_cfg, sampling, tok_file)
+            return
         try:
             torch.manual_seed(opts.init_seed)  # reproducible random weights
-            if mimi_file is not None and mimi_file.is_file():
+            if mimi_file is not None:
                 self.codec = MimiCodec.from_kyutai(mimi_file, codec_cfg)
             else:
                 self.codec = MimiCodec(codec_cfg)
-                mimi_file = None
                 # Fresh codebooks are zeros (as in Kyutai's code): every code would decode alike
                 # and the random voice would not depend on the tokens. Random vectors instead.
                 for module in self.codec.modules():
@@ -124,8 +169,6 @@ class ModelBackend(SpeechBackend):
             raise ModelLoadError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
         self.codec.eval()
         self.tokenizer = TextTokenizer(tok_file if tok_file is not None and tok_file.is_file() else None)
-        sampling = SamplingConfig.greedy() if opts.greedy else SamplingConfig(
-            temp=opts.temperature, top_k=opts.top_k, temp_text=opts.temperature_text, top_k_text=opts.top_k_text)
         self.stepper = LMStep(self.lm, sampling, weights=opts.weights_mode)
         # The sampling noise is an input of the step, so a compiled step stays pure and gives
         # the eager step's tokens for the same seed.
@@ -145,34 +188,80 @@ class ModelBackend(SpeechBackend):
         from facebot.export.onnx_export import ManifestError
         from facebot.runtime.graph_loop import GraphDuplexStep
 
+        from facebot.export.deployment import recorded_sources, weight_sources
+
         opts = self.options
         fs = self.face_stepper
-        log = lambda msg: print(f"facebot: {msg}", file=sys.stderr)  # noqa: E731
         try:
+            out = Path(opts.export_dir) if opts.export_dir else None
+            sources = weight_sources(self.weight_files, opts.init_seed, recorded_sources(out))
             folder, manifest = ensure_export(
-                Path(opts.export_dir) if opts.export_dir else None, self.codec, self.lm, sampling,
-                opts.precision, fs.face_lm if fs else None, fs.codec if fs else None,
-                force=opts.force_engine_update, log=log)
-            if opts.runtime == "onnxruntime":
-                from facebot.runtime.model_runtime import load_ort_runners
-                runners = load_ort_runners(folder, manifest, opts.device, opts.threads)
-            else:
-                from facebot.runtime.engine_cache import EngineCache
-                from facebot.runtime.tensorrt_runtime import load_trt_runners, tensorrt_available
-                ok, why = tensorrt_available()
-                if not ok:
-                    raise ModelLoadError(f"runtime tensorrt: {why}")
-                runners = load_trt_runners(folder, manifest, EngineCache(folder / "engines"),
-                                           precision=opts.precision,
-                                           force_engine_update=opts.force_engine_update, log=log)
+                out, self.codec, self.lm, sampling, opts.precision, fs.face_lm if fs else None,
+                fs.codec if fs else None, force=opts.force_engine_update, sources=sources, log=_log)
+            runners = self._runners(folder, manifest)
         except (ManifestError, OSError, RuntimeError, ValueError) as err:
             raise ModelLoadError(f"runtime {opts.runtime}: {str(err).splitlines()[0]}") from None
         self.export_folder = folder
         return GraphDuplexStep(runners, self.lm.cfg, sampling, face_temp=fs.face_temp if fs else 0.0)
 
+    def _runners(self, folder: Path, manifest: dict) -> dict:
+        """One runner per graph of the folder: onnxruntime sessions or TensorRT engines (from
+        the engine cache in ``folder/engines``, built there when missing)."""
+        opts = self.options
+        if opts.runtime == "onnxruntime":
+            from facebot.runtime.model_runtime import load_ort_runners
+            return load_ort_runners(folder, manifest, opts.device, opts.threads)
+        from facebot.runtime.engine_cache import EngineCache
+        from facebot.runtime.tensorrt_runtime import load_trt_runners, tensorrt_available
+        ok, why = tensorrt_available()
+        if not ok:
+            raise ModelLoadError(f"runtime tensorrt: {why}")
+        return load_trt_runners(folder, manifest, EngineCache(folder / "engines"), precision=opts.precision,
+                                force_engine_update=opts.force_engine_update, log=_log)
+
+    def _exported_folder(self) -> bool:
+        """Whether to start from the export folder alone: a graph runtime, a folder given that
+        holds a manifest, and no re-export asked for."""
+        from facebot.export.onnx_export import MANIFEST
+
+        opts = self.options
+        return (opts.runtime != "torch" and bool(opts.export_dir) and not opts.force_engine_update
+                and (Path(opts.export_dir) / MANIFEST).is_file())
+
+    def _start_from_folder(self, cfg, codec_cfg, sampling, tok_file) -> None:
+        """Load the manifest, the graphs and their initial state, after checking that the folder
+        holds the model asked for (configs, precision, sampling widths, weight files by size +
+        mtime + their hash recorded at export): no torch model is built."""
+        from facebot.export.deployment import open_export
+        from facebot.export.model_export import requested_identity
+        from facebot.export.onnx_export import ManifestError
+        from facebot.model.tokenizer import TextTokenizer
+        from facebot.runtime.graph_loop import GraphDuplexStep
+
+        opts = self.options
+        folder = Path(opts.export_dir)
+        face = opts.face_weights is not None
+        expect = requested_identity(cfg.to_dict(), dataclasses.asdict(codec_cfg), sampling, opts.precision, face)
+        try:
+            manifest = open_export(folder, expect, self.weight_files, opts.init_seed,
+                                   verify=opts.verify_weights, log=_log)
+            runners = self._runners(folder, manifest)
+        except (ManifestError, OSError, RuntimeError, ValueError) as err:
+            raise ModelLoadError(f"runtime {opts.runtime}: {str(err).splitlines()[0]}") from None
+        self.codec = self.lm = self.stepper = self.face_stepper = None
+        self._lm_step = None
+        self.tokenizer = TextTokenizer(tok_file if tok_file is not None and tok_file.is_file() else None)
+        self.weights_loaded = {"lm": self.weight_files["lm"] is not None,
+                               "mimi": self.weight_files["mimi"] is not None,
+                               "tokenizer": self.tokenizer.vocab_size is not None}
+        self.config_name = opts.config
+        self.export_folder = folder
+        self.graph_step = GraphDuplexStep(runners, cfg, sampling)
+        self.reset(0)
+
     # ---- Moshi-Face (only with face_weights) ---------------------------------------------------
-    FACE_LM_FILE = "face_lm.safetensors"
-    FACE_CODEC_FILE = "face_codec.safetensors"
+    FACE_LM_FILE = FACE_LM_FILE
+    FACE_CODEC_FILE = FACE_CODEC_FILE
 
     def _load_face(self, spec: str):
         """FaceLM + face codec from ``face_lm,face_codec`` paths or a folder holding both."""
@@ -180,18 +269,7 @@ class ModelBackend(SpeechBackend):
         from facebot.model.face_transformer import load_face_lm
         from facebot.runtime.face_lm_step import FaceLMStep
 
-        parts = [p.strip() for p in spec.split(",") if p.strip()]
-        if len(parts) == 1:
-            if not Path(parts[0]).is_dir():
-                raise ModelLoadError(f"{parts[0]}: no such face weights folder")
-            files = [Path(parts[0]) / self.FACE_LM_FILE, Path(parts[0]) / self.FACE_CODEC_FILE]
-        elif len(parts) == 2:
-            files = [Path(p) for p in parts]
-        else:
-            raise ModelLoadError(f"face weights {spec!r}: give a folder or 'face_lm.safetensors,face_codec.safetensors'")
-        for f in files:
-            if not f.is_file():
-                raise ModelLoadError(f"{f}: no such face weights file")
+        files = face_weight_files(spec)
         try:
             stepper = FaceLMStep(self.stepper, load_face_lm(files[0]), load_face_codec(files[1]))
             stepper.init_state(1)  # a non-causal face codec cannot stream: refuse it now
@@ -210,29 +288,38 @@ class ModelBackend(SpeechBackend):
         """Live sampling changes (the ROS node's parameter callback calls this)."""
         from facebot.model.sampling import SamplingConfig
 
-        sp = self.stepper.sampling
+        sp = self.graph_step.sampling if self.stepper is None else self.stepper.sampling
         if self.graph_step is not None and top_k is not None and int(top_k) != sp.top_k:
             raise ValueError(f"top_k is fixed in the exported graphs ({sp.top_k}); re-export to change it")
         if sp.use_sampling:
-            self.stepper.sampling = SamplingConfig(
+            new = SamplingConfig(
                 temp=sp.temp if temperature is None else float(temperature),
                 top_k=sp.top_k if top_k is None else int(top_k),
                 temp_text=sp.temp_text, top_k_text=sp.top_k_text, seed=sp.seed)
+            if self.stepper is not None:
+                self.stepper.sampling = new
             if self.graph_step is not None:
-                self.graph_step.sampling = self.stepper.sampling
+                self.graph_step.sampling = new
 
     def describe(self) -> str:
         if not self.weights_loaded["lm"]:
             what = "RANDOM WEIGHTS: untrained, the voice is noise (give --weights)"
         else:
             what = f"weights {self.options.weights}" + ("" if self.weights_loaded["mimi"] else ", RANDOM Mimi codec")
-        face = "model face" if self.face_stepper is not None else "procedural face"
+        has_face = self.graph_step.has_face if self.graph_step is not None else self.face_stepper is not None
+        face = "model face" if has_face else "procedural face"
         rt = "" if self.graph_step is None else f"; {self.options.runtime} {self.options.precision}"
+        if self.codec is None:
+            rt += f" from {self.export_folder}"
         return f"model {self.config_name} ({what}; {face}{rt})"
 
     def reset(self, seed: int = 0) -> None:
         from facebot.model.sampling import make_generator
 
+        self.steps = 0
+        if self.codec is None:  # started from an export folder: the graphs hold all the state
+            self.graph_step.reset(seed)
+            return
         self.enc_state = self.codec.init_encoder_state(1)
         self.dec_state = self.codec.init_decoder_state(1)
         self.lm_state = (self.face_stepper or self.stepper).init_state(1)

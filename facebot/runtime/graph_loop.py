@@ -4,7 +4,7 @@ TensorRT).
 Per frame::
 
     encoder(pcm) -> user codes -> Delays.feed -> [face_embed(prev, user face)] ->
-    temporal(tokens, extra) -> text, h -> depth(h, prev, k) for k in 0..dep_q-1 ->
+    temporal(tokens, extra) -> text, h -> depth(h, text) -> the dep_q audio tokens ->
     [face_head(h, gen, prev) -> face tokens, FLAME frames] -> Delays.collect ->
     decoder(robot codes) once the delays are filled
 
@@ -119,15 +119,8 @@ class GraphDuplexStep:
                                 text_temp=torch.tensor([temp_t]))
         text = out["text"].clone()
         h = out["h"]  # the temporal runner's buffer: valid until its next run
-        prev = text
-        gen = [text]
-        depth = r["depth"]
-        for k in range(cfg.dep_q):
-            tok = depth.run(h=h, prev=prev, k=torch.tensor([k]), audio_noise=na[:, k],
-                            audio_temp=torch.tensor([temp_a]))["token"].clone()
-            gen.append(tok)
-            prev = tok
-        gen_t = torch.stack(gen, dim=1)  # [1, 1 + dep_q]
+        robot = r["depth"].run(h=h, text=text, audio_noise=na, audio_temp=torch.tensor([temp_a]))["tokens"]
+        gen_t = torch.cat([text.view(1, 1), robot.to(text.device)], dim=1)  # [1, 1 + dep_q]
         face = None
         if self.has_face:
             fo = r["face_head"].run(h=h, gen=gen_t, prev=self.face_prev, face_noise=fnoise,
