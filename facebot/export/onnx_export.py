@@ -218,13 +218,9 @@ def derive_export(src: Path, dst: Path, precision: str, block_size: Optional[int
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:
-    """Replace ``folder``'s manifest whole (a temporary file renamed over it): a reader sees the
-    old manifest or the new one, never a part."""
-    import os  # local: this module's own writes may move to a shared helper
-
-    tmp = Path(folder) / (MANIFEST + ".partial")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, Path(folder) / MANIFEST)
+    """Replace ``folder``'s manifest whole (atomically): a reader sees the old manifest or the
+    new one, never a part."""
+    atomic_write_text(Path(folder) / MANIFEST, json.dumps(manifest, indent=1))
 
 
 def export_graphs(graphs: Dict[str, StepGraph], out_dir: Path, meta: dict, precision: str = "fp32",
@@ -245,7 +241,7 @@ def export_graphs(graphs: Dict[str, StepGraph], out_dir: Path, meta: dict, preci
     manifest = {"format": FORMAT_VERSION, "opset": opset, "precision": precision,
                 "torch": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 **meta, "graphs": entries}
-    atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=1))
+    write_manifest(out_dir, manifest)
     return manifest
 
 
