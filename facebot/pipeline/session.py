@@ -17,7 +17,7 @@ from facebot.pipeline.duplex import DuplexLoop, StepResult
 from facebot.pipeline.recorder import SessionRecorder
 from facebot.pipeline.sources import FileAudioSource, MicrophoneSource, Pacer, VideoSource
 
-STAGES = ("vad", "backend", "face", "record", "step")
+STAGES = ("vad", "perception", "backend", "face", "record", "step")
 DRAIN_MAX_FRAMES = 125  # at most 10 s of the robot finishing after the input ends
 
 
@@ -124,7 +124,7 @@ def run_session(
 
 
 def _step(loop, frame, video, speaker, recorder, timings, bar) -> StepResult:
-    image = None
+    image = image_stamp = None
     if video is not None:
         got = video.frame_at(frame.stamp_ns + FRAME_NS)
         if got is not None:
@@ -134,7 +134,8 @@ def _step(loop, frame, video, speaker, recorder, timings, bar) -> StepResult:
     if speaker is not None:
         # Live: the output is heard when the speaker says, not when the file timeline says.
         delay_ns = max(0, speaker.expected_delay_ns(frame.stamp_ns + FRAME_NS))
-    result: StepResult = loop.step(frame, user_image=image, playout_delay_ns=delay_ns)
+    result: StepResult = loop.step(frame, user_image=image, playout_delay_ns=delay_ns,
+                                   user_image_stamp_ns=image_stamp)
     if speaker is not None:
         speaker.play(result.robot_audio)
     t0 = time.perf_counter()
@@ -170,6 +171,8 @@ def _counters(loop: DuplexLoop, framer: AudioFramer, source) -> dict[str, int]:
     for name in ("replies_started", "replies_interrupted", "backchannels_played"):
         if hasattr(loop.backend, name):
             counters[name] = int(getattr(loop.backend, name))
+    if loop.perception is not None:
+        counters.update({f"user_face_{k}": int(v) for k, v in loop.perception.counts.items()})
     return counters
 
 
