@@ -12,6 +12,13 @@ time, on paired samples made from the project's face control basis (``facebot.fa
    score gets |N(0, 0.03)| added, as MediaPipe's scores hover above 0 on a neutral face;
 3. the FLAME targets ``controls_to_flame(controls)`` with the default basis.
 
+The fit takes about a second (more on a busy machine), so the result ships as
+``config/blendshape_flame_map.npz`` and is loaded from there; reproduce it with::
+
+    python -m facebot.perception.blendshape_map --out config/blendshape_flame_map.npz
+
+(a test checks that the file is what this code fits).
+
 The map therefore reads a perceived face into the same FLAME space the procedural face and
 the face codec's training data use; it inherits the basis' approximation (see
 ``facebot.face.controls``: the default basis is hand-set, not fitted to FLAME's PCA). Shapes
@@ -21,15 +28,19 @@ gaze are not in this map: they come straight from the eyeBlink / eyeLook scores
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
+from facebot.config import CONFIG_DIR
 from facebot.face.controls import CONTROL_INDEX, N_CONTROLS, ControlBasis, controls_to_flame, default_basis
 from facebot.perception.landmarker import BLENDSHAPE_INDEX, BLENDSHAPE_NAMES
 
 N_SAMPLES = 1500
+MAP_FILE = CONFIG_DIR / "blendshape_flame_map.npz"
 CROSSTALK = 0.03
 
 # {control: {blendshape: score at control = 1}} (ARKit's shape definitions).
@@ -56,6 +67,17 @@ class BlendshapeMap:
         """(jaw opening in rad, expression [E]) for one face's scores."""
         y = self.weights @ np.asarray(blendshapes, np.float64) + self.offset
         return float(y[0]), y[1:].astype(np.float32)
+
+    def save(self, path: str | Path) -> None:
+        np.savez(path, weights=self.weights, offset=self.offset, rms=self.rms,
+                 blendshapes=np.array(BLENDSHAPE_NAMES), n_samples=N_SAMPLES, crosstalk=CROSSTALK)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "BlendshapeMap":
+        with np.load(path, allow_pickle=False) as d:
+            if tuple(d["blendshapes"]) != BLENDSHAPE_NAMES:
+                raise ValueError(f"{path}: blendshape names differ from MediaPipe's 52")
+            return cls(d["weights"], d["offset"], d["rms"])
 
 
 def correspondence() -> np.ndarray:
@@ -99,4 +121,19 @@ def fit_blendshape_map(basis: ControlBasis | None = None, n: int = N_SAMPLES, se
 
 @lru_cache(maxsize=1)
 def default_map() -> BlendshapeMap:
-    return fit_blendshape_map()
+    """The shipped fit (MAP_FILE); fitted now if the file is missing."""
+    return BlendshapeMap.load(MAP_FILE) if MAP_FILE.is_file() else fit_blendshape_map()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="fit the blendshape -> FLAME map (module docstring)")
+    ap.add_argument("--out", default=str(MAP_FILE))
+    args = ap.parse_args(argv)
+    m = fit_blendshape_map()
+    m.save(args.out)
+    print(f"wrote {args.out}: {int((m.weights != 0).sum())} weights, fit RMS max {m.rms.max():.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

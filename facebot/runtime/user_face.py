@@ -23,11 +23,17 @@ from ..model.face_codec import FaceCodec
 __all__ = ["UserFaceEncoder", "user_face_tokens", "frames_to_core"]
 
 
-def frames_to_core(frames) -> Optional[np.ndarray]:
-    """Two FlameFrames -> ``[2, 56]`` float32, or None (no face)."""
-    if frames is None or len(frames) != 2 or any(f is None for f in frames):
-        return None
-    return np.stack([f.to_core() for f in frames]).astype(np.float32)
+def frames_to_core(frames) -> tuple[np.ndarray, bool]:
+    """Two FlameFrames (either may be None) -> (``[2, 56]`` float32 with zeros for the missing
+    ones, whether both are there)."""
+    core = np.zeros((2, 56), np.float32)
+    if frames is None or len(frames) != 2:
+        return core, False
+    for j, f in enumerate(frames):
+        if f is not None:
+            core[j] = f.to_core()
+    ok = all(f is not None for f in frames) and bool(np.isfinite(core).all())
+    return np.nan_to_num(core, nan=0.0, posinf=0.0, neginf=0.0), ok
 
 
 class UserFaceEncoder:
@@ -49,10 +55,9 @@ class UserFaceEncoder:
     @torch.inference_mode()
     def step(self, frames) -> torch.Tensor:
         """``[1, N]`` int64: the user's tokens for this step, or the placeholder."""
-        core = frames_to_core(frames)
-        x = torch.zeros(1, 2, self.codec.cfg.input_dim) if core is None else torch.from_numpy(core)[None]
-        tokens, self.state = self.codec.encode_step(x, self.state)
-        if core is None or not torch.isfinite(x).all():
+        core, with_face = frames_to_core(frames)
+        tokens, self.state = self.codec.encode_step(torch.from_numpy(core)[None], self.state)
+        if not with_face:
             self.steps_without_face += 1
             return torch.full((1, self.n), self.placeholder, dtype=torch.long)
         self.steps_with_face += 1
