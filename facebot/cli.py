@@ -357,6 +357,8 @@ def _run_checked(args) -> int:
     finally:
         if speaker is not None:
             speaker.close()
+        if loop.perception is not None:
+            loop.perception.close()
     print(report.format_table())
     for key, value in report.counters.items():
         if value:

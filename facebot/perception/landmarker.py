@@ -122,7 +122,10 @@ def check_image(image) -> np.ndarray:
 class FaceDetector:
     """MediaPipe FaceLandmarker, one call per image. ``tracking`` (video mode) follows faces
     from frame to frame and runs the face detector only when it loses them: use it on a
-    stream, not on unrelated stills. Not thread-safe: one instance per thread."""
+    stream, not on unrelated stills. Not thread-safe: one instance per thread.
+
+    Close it (``close()`` or ``with``): MediaPipe's own finaliser waits on its dispatcher
+    thread and can deadlock when the garbage collector runs it at an arbitrary point."""
 
     def __init__(self, model_path: str | Path | None = None, max_faces: int = 4, tracking: bool = True,
                  max_side: int = 1280, min_confidence: float = 0.5) -> None:
@@ -190,7 +193,13 @@ class FaceDetector:
         return Detection(faces, int(stamp_ns), w, h, notes)
 
     def close(self) -> None:
-        self._landmarker.close()
+        self._landmarker.close()  # idempotent; afterwards MediaPipe's finaliser does nothing
+
+    def __enter__(self) -> "FaceDetector":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def rotation_to_euler_deg(r: np.ndarray) -> tuple[float, float, float]:

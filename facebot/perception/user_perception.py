@@ -19,6 +19,11 @@ from facebot.perception.images import ImageError
 from facebot.perception.user_flame import EstimatorConfig, UserFace, UserFlameEstimator
 from facebot.perception.user_track import UserFaceTrack
 
+# Topic names (relative, as in facebot.nodes._common): the user's perceived FLAME (capture
+# stamps, source PERCEIVED) and the user's eye midpoint in the camera's optical frame.
+USER_FLAME_TOPIC = "face/user_flame"
+USER_POSITION_TOPIC = "face/user_position"
+
 
 @dataclass
 class PerceptionOptions:
@@ -46,9 +51,15 @@ class UserPerception:
             self.attention = Attention(HeadGeometry(o.urdf), neck_share=o.neck_share)
         self.camera: CameraIntrinsics | None = None
         self.last: UserFace | None = None
+        self.last_detection = None  # every face of the last image (landmarker.Detection)
         self._last_image_ns: int | None = None
         self.counts = {"images": 0, "images_refused": 0, "with_face": 0, "steps_with_face": 0,
                        "steps_without_face": 0}
+
+    def close(self) -> None:
+        """Releases the detector (see FaceDetector: close it explicitly)."""
+        if self.detector is not None:
+            self.detector.close()
 
     def reset(self) -> None:
         self.estimator.reset()
@@ -70,12 +81,21 @@ class UserPerception:
         except ImageError:
             self.counts["images_refused"] += 1
             raise
+        self.last_detection = det
         face = self.estimator.update(det, self.camera, user_speaking)
         self.last = face
         if face is not None:
             self.counts["with_face"] += 1
             self.track.add(face.frame, face.position)
         return face
+
+    def set_camera_info(self, k, width: int, height: int) -> bool:
+        """Intrinsics from a CameraInfo (row-major K); False (defaults kept) if uncalibrated."""
+        try:
+            self.camera = CameraIntrinsics.from_k(k, width, height)
+        except ValueError:
+            return False
+        return True
 
     def observe_frame(self, frame: FlameFrame, position=None) -> None:
         """A perceived frame from elsewhere (stamp = its image's capture time)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import threading
 from collections import deque
 
 import numpy as np
@@ -29,17 +30,19 @@ class UserFaceTrack:
         self._frames: deque = deque(maxlen=keep)  # (stamp, frame), increasing stamps
         self._positions: deque = deque(maxlen=keep)  # (stamp, xyz optical)
         self.out_of_order = 0
+        self._lock = threading.Lock()  # frames may arrive on another thread than the step's
 
     def reset(self) -> None:
-        self._frames.clear()
-        self._positions.clear()
+        with self._lock:
+            self._frames.clear()
+            self._positions.clear()
 
-    @staticmethod
-    def _push(buf: deque, stamp: int, value) -> bool:
-        if buf and stamp < buf[-1][0]:
-            return False
-        buf.append((int(stamp), value))
-        return True
+    def _push(self, buf: deque, stamp: int, value) -> bool:
+        with self._lock:
+            if buf and stamp < buf[-1][0]:
+                return False
+            buf.append((int(stamp), value))
+            return True
 
     def add(self, frame: FlameFrame, position=None) -> None:
         """One perceived frame (its stamp = its image's capture time); late ones are counted
@@ -56,10 +59,12 @@ class UserFaceTrack:
             self._push(self._positions, stamp_ns, p)
 
     def _at(self, buf: deque, t: int):
-        i = bisect.bisect_right([s for s, _ in buf], t) - 1
-        if i < 0 or t - buf[i][0] > self.max_age_ns:
+        with self._lock:
+            items = list(buf)
+        i = bisect.bisect_right([s for s, _ in items], t) - 1
+        if i < 0 or t - items[i][0] > self.max_age_ns:
             return None
-        return buf[i][1]
+        return items[i][1]
 
     def frames_for(self, t0_ns: int) -> list[FlameFrame] | None:
         """The two frames of the step starting at ``t0_ns``; None unless both have a face."""
