@@ -66,6 +66,8 @@ class StepResult:
     user: UserActivity
     state: DialogueStateKind
     timings_ms: dict[str, float]
+    # the user's perceived face as the model received it (two frames, or None: no face)
+    user_flame: list[FlameFrame] | None = None
 
 
 def _ms(t0: float) -> float:
@@ -147,6 +149,7 @@ class DuplexLoop:
             user=user,
             state=self._state(out, user),
             timings_ms=timings,
+            user_flame=user_flame,
         )
         self._index += 1
         return result
