@@ -38,7 +38,8 @@ def main() -> int:
     base = fi.astronaut()
     p0 = pose(base)
     print(f"astronaut: pitch {p0[0]:.1f}, yaw {p0[1]:.1f}, roll {p0[2]:.1f} degrees (camera frame)")
-    print(f"{'rotation':>9} {'roll change':>12} {'error':>7} | {'mirror roll sum':>16} {'yaw a/b':>13} {'yaw flips':>9}")
+    print(f"{'rotation':>9} {'roll change':>12} {'error':>7} | "
+          f"{'mirror roll sum':>16} {'yaw a/b':>13} {'yaw flips':>9}")
     errors, flips = [], []
     for deg in (-45, -30, -20, -10, -5, 5, 10, 20, 30, 45):
         img = fi.rotated(base, deg)
@@ -56,8 +57,10 @@ def main() -> int:
           f"yaw sign flips under the mirror in {sum(flips)}/{len(flips)}")
     print(f"{'invariant':>22} {'max pose change (deg)':>22}")
     for name, img in [("scale 0.5", fi.scaled(base, 0.5)), ("scale 1.5", fi.scaled(base, 1.5)),
-                      ("shift 60,40", fi.shifted(base, 60, 40)), ("crop", np.ascontiguousarray(base[40:340, 100:400])),
-                      ("brightness x0.5", fi.brightness(base, 0.5)), ("brightness x1.3+20", fi.brightness(base, 1.3, 20))]:
+                      ("shift 60,40", fi.shifted(base, 60, 40)),
+                      ("crop", np.ascontiguousarray(base[40:340, 100:400])),
+                      ("brightness x0.5", fi.brightness(base, 0.5)),
+                      ("brightness x1.3+20", fi.brightness(base, 1.3, 20))]:
         p = pose(img)
         print(f"{name:>22} {'no face' if p is None else f'{np.abs(p - p0).max():.2f}':>22}")
     det.close()

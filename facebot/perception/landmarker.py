@@ -151,7 +151,8 @@ class FaceDetector:
         try:
             self._landmarker = vision.FaceLandmarker.create_from_options(opts)
         except Exception as err:  # a corrupt or wrong .task file
-            raise PerceptionError(f"{self.model_path}: cannot load face landmarker ({str(err).splitlines()[0]})") from None
+            why = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise PerceptionError(f"{self.model_path}: cannot load face landmarker ({why})") from None
         self._last_ms = -1
 
     def detect(self, image, stamp_ns: int = 0) -> Detection:
