@@ -10,7 +10,8 @@ demo: setup
 	$(VENV)/bin/facebot run
 
 test: setup
-	$(VENV)/bin/python -m pytest -q test
+	bash .ci/ros_build
+	FACEBOT_ROS_BUILT=1 $(VENV)/bin/python -m pytest -q test
 
 setup: $(VENV)/.facebot-setup
 
@@ -19,4 +20,4 @@ $(VENV)/.facebot-setup: setup.py .ci/setup
 	touch $@
 
 clean:
-	rm -rf $(VENV) facebot_out .pytest_cache .hypothesis
+	rm -rf $(VENV) facebot_out .pytest_cache .hypothesis build install log

@@ -151,21 +151,29 @@ class BagRecorder:
 
     def write(self, topic: str, stamp_ns: int, msg: Any) -> None:
         """Serialise ``msg`` (CDR) and write it on ``topic`` with receive time ``stamp_ns``."""
+        self._connection(topic)  # an unknown topic fails before serialising
+        data = self.typestore.serialize_cdr(msg, self.topics[topic], little_endian=True)
+        self.write_raw(topic, stamp_ns, data)
+
+    def write_raw(self, topic: str, stamp_ns: int, cdr: bytes) -> None:
+        """Writes an already serialised (CDR) message, e.g. as received from a live topic."""
+        connection = self._connection(topic)
+        stamp_ns = int(stamp_ns)
+        if stamp_ns < 0:
+            raise ValueError(f"bag timestamps must be >= 0 ns, got {stamp_ns}")
+        self._writer.write(connection, stamp_ns, bytes(cdr))
+        self.counts[topic] += 1
+
+    def _connection(self, topic: str):
         if self._writer is None:
             raise RuntimeError(f"bag {self.path} is not open")
         try:
-            connection = self._connections[topic]
+            return self._connections[topic]
         except KeyError:
             raise ValueError(
                 f"topic {topic!r} was not declared for bag {self.path} "
                 f"(declared: {', '.join(self.topics)})"
             ) from None
-        stamp_ns = int(stamp_ns)
-        if stamp_ns < 0:
-            raise ValueError(f"bag timestamps must be >= 0 ns, got {stamp_ns}")
-        data = self.typestore.serialize_cdr(msg, self.topics[topic], little_endian=True)
-        self._writer.write(connection, stamp_ns, data)
-        self.counts[topic] += 1
 
     def write_many(self, items: Iterable[tuple[str, int, Any]]) -> None:
         for topic, stamp_ns, msg in items:

@@ -21,13 +21,9 @@ EXIT_USAGE = 2
 
 def _config_file(name: str) -> Path:
     """config/<name> from the checkout, or from the installed share folder."""
-    from facebot.config import CONFIG_DIR
+    from facebot.package_files import config_file
 
-    candidates = [CONFIG_DIR / name, Path(sys.prefix) / "share" / "facebot" / "config" / name]
-    for c in candidates:
-        if c.is_file():
-            return c
-    return candidates[0]
+    return config_file(name)
 
 
 def _default_config() -> Path:
@@ -103,6 +99,24 @@ def _build_parser() -> argparse.ArgumentParser:
     bag.add_argument("--audio-format", default=None,
                      help="RATE:CHANNELS:ENCODING of raw audio_common_msgs audio without an AudioInfo topic")
 
+    ev = sub.add_parser("eval", parents=[common],
+                        help="measure how the robot converses (turn-taking, interruptions, lip sync) on "
+                             "run folders, bags or stereo WAVs, or on the generated scenario set")
+    ev.add_argument("inputs", nargs="*", metavar="RUN_DIR|BAG|WAV",
+                    help="facebot run folders, rosbag2 bags, or stereo WAVs (user left, robot right)")
+    ev.add_argument("--scenarios", action="store_true",
+                    help="generate the four benchmark situations, run --backend on them and score them")
+    ev.add_argument("--count", type=int, default=5, help="instances per situation with --scenarios (default 5)")
+    ev.add_argument("--user-topic", default="/audio/in", help="bag topic of the user's audio (default /audio/in)")
+    ev.add_argument("--robot-topic", default="/audio/out", help="bag topic of the robot's audio as heard (default /audio/out)")
+    ev.add_argument("--audio-format", default=None,
+                    help="RATE:CHANNELS:ENCODING of raw audio_common_msgs audio without an AudioInfo topic")
+    ev.add_argument("--pause-max", type=float, default=None,
+                    help="a user silence shorter than this (s) is a mid-turn pause, longer ends the turn (1.5)")
+    ev.add_argument("--turn-min", type=float, default=None,
+                    help="robot speech at least this long (s) takes the turn (1.0, Full-Duplex-Bench)")
+    ev.add_argument("--no-plot", action="store_true", help="skip the timeline pictures")
+
     corpus = sub.add_parser("corpus", help="make the synthetic dyadic corpus (a stand-in for real data)")
     corpus.add_argument("out", help="output folder (must not exist)")
     corpus.add_argument("--dialogues", type=int, default=40, help="number of dialogues (default 40)")
@@ -170,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         if args.command == "sample":
             return _sample(args)
+        if args.command == "eval":
+            return _eval(args)
         if args.command == "corpus":
             return _corpus(args)
         if args.command == "train":
@@ -320,6 +336,89 @@ def _calibrate(args) -> int:
     return 0
 
 
+def _eval(args) -> int:
+    """`facebot eval`: metrics of recorded conversations, or of the backend on the scenario set."""
+    from facebot.eval.inputs import EvalInputError
+
+    if args.scenarios == bool(args.inputs):
+        raise _UserError("eval: give run folders / bags / WAVs, or --scenarios (not both)")
+    try:
+        rules = _eval_rules(args)
+        if args.scenarios:
+            return _eval_scenarios(args, rules)
+        return _eval_inputs(args, rules)
+    except (EvalInputError, *_user_errors()) as err:
+        raise _UserError(str(err)) from None
+
+
+def _eval_rules(args):
+    from facebot.eval.turns import EventRules
+
+    changes = {k: v for k, v in (("pause_max_s", args.pause_max), ("turn_min_s", args.turn_min)) if v is not None}
+    try:
+        return dataclasses.replace(EventRules(), **changes)
+    except ValueError as err:
+        raise _UserError(f"eval: {err}") from None
+
+
+def _eval_inputs(args, rules) -> int:
+    import json as _json
+
+    from facebot.eval.evaluate import evaluate
+    from facebot.eval.inputs import load
+    from facebot.eval.report import format_table
+
+    convs = [load(p, args.user_topic, args.robot_topic, args.audio_format) for p in args.inputs]
+    out = _out_dir(args)
+    out.mkdir(parents=True)
+    results, names = [], set()
+    for conv in convs:
+        result = evaluate(conv, rules)
+        name = conv.name
+        while name in names:
+            name += "_"
+        names.add(name)
+        result["name"] = name
+        results.append(result)
+        if not args.no_plot:
+            from facebot.eval.plot import plot_timeline
+
+            plot_timeline(out / f"timeline_{name}.png", conv, result)
+    (out / "eval.json").write_text(_json.dumps({"facebot": __version__, "inputs": results}, indent=1))
+    print(format_table(results))
+    for r in results:
+        for note in r["notes"]:
+            print(f"  {r['name']}: {note}")
+    print(f"\neval.json{'' if args.no_plot else ' and timeline_*.png'} in {out}/")
+    return 0
+
+
+def _eval_scenarios(args, rules) -> int:
+    from functools import partial
+
+    from facebot.eval.evaluate import evaluate
+    from facebot.eval.scenarios import format_comparison, run_scenarios
+
+    if args.count < 1:
+        raise _UserError("eval: --count must be at least 1")
+    args.no_video = True
+    cache = {}
+
+    def build():
+        if "loop" not in cache:  # the backend once (a model loads its weights once) ...
+            cache["loop"], head, _ = _build_pipeline(args)
+            return cache["loop"], head
+        return cache["loop"], _head_driver(args)  # ... the head fresh for every session
+
+    out = _out_dir(args)
+    print(f"facebot {__version__}: scenario set, {args.count} per situation, backend {args.backend}", file=sys.stderr)
+    summary = run_scenarios(out, build, count=args.count, seed=args.seed, evaluate=partial(evaluate, rules=rules),
+                            plot=not args.no_plot, log=lambda line: print(line, file=sys.stderr))
+    print(format_comparison(args.backend, summary["situations"]))
+    print(f"\neval.json and one run folder per instance in {out}/")
+    return 0
+
+
 def _run(args) -> int:
     errors = _user_errors()
     try:
@@ -390,13 +489,10 @@ def _build_pipeline(args):
     loop_cfg = section(config, "loop", LoopConfig, config_path)
     scripted_cfg = section(config, "scripted", ScriptedConfig, config_path)
 
-    head = None
-    if (args.head or "").lower() != "none":
+    head = _head_driver(args)
+    if head is not None:
         from facebot.face.flame import FRAME_PERIOD_NS
-        from facebot.pipeline.head import HeadDriver
-        from facebot.robot.actuators import HeadController, load_head_config
 
-        head = HeadDriver(HeadController(load_head_config(Path(args.head) if args.head else _config_file("head_reference.yaml"))))
         # The voice is held back so that the motors can move first: by the actuator lead, plus
         # one face frame, because a command aimed between two face frames needs the later one.
         min_delay_ms = head.lead_ms + FRAME_PERIOD_NS / 1e6
@@ -423,6 +519,16 @@ def _perception(args):
         return UserPerception(PerceptionOptions(model_path=args.face_landmarker))
     except PerceptionError as err:
         raise _UserError(f"{err} (or run with --no-perception)") from None
+
+
+def _head_driver(args):
+    """The actuator driver of --head (None with --head none)."""
+    if (args.head or "").lower() == "none":
+        return None
+    from facebot.pipeline.head import HeadDriver
+    from facebot.robot.actuators import HeadController, load_head_config
+
+    return HeadDriver(HeadController(load_head_config(Path(args.head) if args.head else _config_file("head_reference.yaml"))))
 
 
 def _model_extras(args, model_config) -> dict:

@@ -12,7 +12,9 @@ from typing import Any
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "config"
+from facebot.package_files import share_path
+
+CONFIG_DIR = share_path("config")
 
 
 class ConfigError(Exception):

@@ -60,18 +60,15 @@ _FLAME_FIXED = {"jaw_pose": 3, "neck_pose": 3, "eye_pose": 6, "eyelids": 2}
 def msg_dir_candidates() -> list[Path]:
     """Where the ``.msg`` files may be, in search order.
 
-    ``$FACEBOT_MSG_DIR`` (explicit override), the repository checkout (``<repo>/msg``), a pip
-    install (``sys.prefix/share/facebot/msg``), then each prefix of ``$AMENT_PREFIX_PATH``
-    (``<prefix>/share/facebot/msg``, a colcon or apt install).
+    ``$FACEBOT_MSG_DIR`` (explicit override), then ``msg/`` in each of
+    :func:`facebot.package_files.share_dirs` (checkout, ament index, pip install).
     """
+    from facebot.package_files import share_dirs
+
     out: list[Path] = []
     if os.environ.get("FACEBOT_MSG_DIR"):
         out.append(Path(os.environ["FACEBOT_MSG_DIR"]))
-    out.append(Path(__file__).resolve().parents[1] / "msg")
-    out.append(Path(sys.prefix) / "share" / PACKAGE / "msg")
-    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
-        if prefix:
-            out.append(Path(prefix) / "share" / PACKAGE / "msg")
+    out.extend(root / "msg" for root in share_dirs())
     return out
 
 

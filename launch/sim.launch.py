@@ -23,8 +23,7 @@ config/head_controllers.yaml), spawns the head from robot_description, then the
 joint_state_broadcaster and head_position_controller spawners (each given the controllers
 file with --param-file, which Jazzy's controllers need), a ros_gz_bridge for /clock and a
 camera, and facebot's nodes (facebot.launch.py) on simulated time. The reference URDF has
-no camera sensor: ``gz_camera_topic`` names the Gazebo image topic of a camera you add
-(``gz_camera_info_topic`` its CameraInfo; mount it at the URDF's camera_optical_frame).
+no camera sensor: ``gz_camera_topic`` names the Gazebo image topic of a camera you add.
 """
 import os
 
@@ -45,7 +44,6 @@ def generate_launch_description():
     xacro_file = os.path.join(share, 'urdf', 'facebot_head.urdf.xacro')
     controllers = os.path.join(share, 'config', 'head_controllers.yaml')
     gz_camera = LaunchConfiguration('gz_camera_topic')
-    gz_camera_info = LaunchConfiguration('gz_camera_info_topic')
 
     robot_description = ParameterValue(
         Command([FindExecutable(name='xacro'), ' ', xacro_file, ' sim_mode:=gazebo',
@@ -80,9 +78,8 @@ def generate_launch_description():
     bridge = Node(
         package='ros_gz_bridge', executable='parameter_bridge', output='screen',
         arguments=['/clock@rosgraph_msgs/msg/Clock[gz.msgs.Clock',
-                   [gz_camera, '@sensor_msgs/msg/Image[gz.msgs.Image'],
-                   [gz_camera_info, '@sensor_msgs/msg/CameraInfo[gz.msgs.CameraInfo']],
-        remappings=[(gz_camera, 'camera/image_raw'), (gz_camera_info, 'camera/camera_info')],
+                   [gz_camera, '@sensor_msgs/msg/Image[gz.msgs.Image']],
+        remappings=[(gz_camera, 'camera/image_raw')],
         parameters=[{'use_sim_time': True}])
 
     facebot = IncludeLaunchDescription(
@@ -100,9 +97,6 @@ def generate_launch_description():
                                           'no GUI; the last one is the world file'),
         DeclareLaunchArgument('gz_camera_topic', default_value='/camera/image',
                               description='Gazebo image topic bridged to camera/image_raw'),
-        DeclareLaunchArgument('gz_camera_info_topic', default_value='/camera/camera_info',
-                              description='Gazebo camera info topic bridged to '
-                                          'camera/camera_info'),
         DeclareLaunchArgument('start_audio', default_value='true',
                               description='start the microphone and speaker nodes'),
         DeclareLaunchArgument('start_display', default_value='true',

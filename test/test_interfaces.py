@@ -139,10 +139,15 @@ def test_msg_dir_search_order(tmp_path, monkeypatch):
     prefix = tmp_path / "install" / "facebot"
     monkeypatch.setenv("AMENT_PREFIX_PATH", os.pathsep.join([str(tmp_path / "other"), str(prefix)]))
     monkeypatch.delenv("FACEBOT_MSG_DIR", raising=False)
+    # a prefix counts only where the ament index says facebot is installed
+    assert prefix / "share" / "facebot" / "msg" not in fi.msg_dir_candidates()
+    marker = prefix / "share" / "ament_index" / "resource_index" / "packages" / "facebot"
+    marker.parent.mkdir(parents=True)
+    marker.touch()
     cands = fi.msg_dir_candidates()
     assert cands[0] == MSG_DIR.resolve()
-    assert cands[1] == Path(sys.prefix) / "share" / "facebot" / "msg"
-    assert cands[-1] == prefix / "share" / "facebot" / "msg"
+    assert cands[1] == prefix / "share" / "facebot" / "msg"
+    assert cands[-1] == Path(sys.prefix) / "share" / "facebot" / "msg"
     # an explicit override wins, but only when it holds every file
     monkeypatch.setenv("FACEBOT_MSG_DIR", str(tmp_path / "empty"))
     assert fi.msg_dir().resolve() == MSG_DIR.resolve()

@@ -12,42 +12,32 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Static checks of launch/ and config/facebot_nodes.yaml, without ROS 2.
+"""Static checks of launch/, for what our ROS 2 prefix cannot start (Gazebo, ros2_control,
+rosbag2): sim.launch.py and record.launch.py, and every file's arguments.
 
 The launch files are imported against a recording stand-in of the ``launch`` and
 ``launch_ros`` classes they use (constructor keywords as on Humble and Jazzy) and
 expanded with their default arguments (OpaqueFunctions run, facebot includes followed).
 Then: every facebot executable is in CMakeLists' FACEBOT_NODES and every other package is
 an exec_depend; every launch argument is read; every argument passed to an included file
-is declared there; every parameter a launch file or the YAML gives a node is declared by
-that node (the node is built with them on the rclpy stand-in, so types and ranges are
-checked too); publishers and subscribers of each topic agree on the type (and QoS).
-Each check is also run on a deliberately broken input to show that it catches it.
-A real ``ros2 launch`` runs only where ROS 2 is installed.
+is declared there; the simulator bridge speaks the types facebot's nodes use. A planted
+unused argument shows the check catches it. What runs on our prefix (facebot.launch.py,
+the nodes' parameters, topic types and QoS) is tested for real in test_ros_graph.py.
 """
 import ast
 import importlib.util
 import re
-import shutil
-import subprocess
 import sys
 import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import ros_standin as rs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / 'launch'
-NODES_YAML = ROOT / 'config' / 'facebot_nodes.yaml'
 LAUNCH_FILES = sorted(LAUNCH.glob('*.launch.py'))
 USED: set = set()  # LaunchConfiguration names created while expanding a file
-# Topics fed from outside facebot's own nodes (a camera driver, an operator, the simulator).
-EXTERNAL_INPUTS = {'/camera/image_raw', '/head/estop', '/audio/played'}
 
 
 # ------------------------------------------------------------------------------------------
@@ -147,6 +137,15 @@ class ParameterValue(Recorded):
         super().__init__(value, value_type=value_type)
 
 
+class Transition:
+    """lifecycle_msgs/msg/Transition's ids (as in lifecycle_msgs)."""
+
+    TRANSITION_CONFIGURE = 1
+    TRANSITION_CLEANUP = 2
+    TRANSITION_ACTIVATE = 3
+    TRANSITION_DEACTIVATE = 4
+
+
 def matches_action(action):
     return ('matches_action', action)
 
@@ -192,7 +191,7 @@ def _install_launch_standin(monkeypatch):
     mod('ament_index_python')
     mod('ament_index_python.packages', get_package_share_directory=get_package_share_directory)
     mod('lifecycle_msgs')
-    mod('lifecycle_msgs.msg', Transition=rs.message_class('lifecycle_msgs/msg/Transition'))
+    mod('lifecycle_msgs.msg', Transition=Transition)
 
 
 class Expanded:
@@ -272,100 +271,6 @@ def unused_arguments(exp: Expanded) -> dict:
             if set(d) - exp.used.get(f, set())}
 
 
-@pytest.fixture(scope='module')
-def ros():
-    rs.install()
-    import facebot.nodes.audio_capture as audio_capture
-    import facebot.nodes.audio_player as audio_player
-    import facebot.nodes.dialogue as dialogue
-    import facebot.nodes.face_display as face_display
-    import facebot.nodes.head_driver as head_driver
-    yield {'audio_capture': audio_capture.AudioCaptureNode,
-           'audio_player': audio_player.AudioPlayerNode, 'dialogue': dialogue.DialogueNode,
-           'head_driver': head_driver.HeadDriverNode,
-           'face_display': face_display.FaceDisplayNode}
-    rs.uninstall()
-
-
-def undeclared_parameters(node_cls, params: dict) -> list[str]:
-    """Parameter names the node does not declare; building the node with them as overrides
-    also checks their types and ranges (raises)."""
-    node = node_cls(parameter_overrides=[rs.Parameter(k, value=v) for k, v in params.items()])
-    missing = sorted(k for k in params if not node.has_parameter(k))
-    node.destroy_node()
-    return missing
-
-
-def yaml_problems(path: Path, node_classes: dict) -> dict:
-    data = yaml.safe_load(path.read_text())
-    problems = {}
-    for key, section in data.items():
-        name = key.rsplit('/', 1)[-1]
-        if name not in node_classes:
-            problems[key] = ['no such facebot node']
-            continue
-        flat = {p.name: p.value for p in rs.params_from_yaml(path, name)}
-        missing = undeclared_parameters(node_classes[name], flat)
-        if missing:
-            problems[key] = missing
-    return problems
-
-
-def endpoints(node_classes: dict, remaps: dict) -> list[tuple]:
-    """(topic, type, 'pub'|'sub', reliability, node) of every node, remappings applied."""
-    out = []
-    for name, cls in node_classes.items():
-        node = cls()
-        if name == 'dialogue':
-            assert node.trigger_configure() == rs.TransitionCallbackReturn.SUCCESS
-        mapping = remaps.get(name, {})
-        for p in node.publishers:
-            out.append((mapping.get(p.topic, p.topic), p.msg_type._typename, 'pub',
-                        p.qos.reliability, name))
-        for s in node.subscriptions:
-            out.append((mapping.get(s.topic, s.topic), s.msg_type._typename, 'sub',
-                        s.qos.reliability, name))
-        if name == 'dialogue':
-            node.close()
-        close = getattr(node, 'close', None)
-        if close is not None and name != 'dialogue':
-            close()
-    return out
-
-
-def topic_problems(eps: list[tuple]) -> list[str]:
-    problems = []
-    by_topic: dict = {}
-    for ep in eps:
-        by_topic.setdefault(ep[0], []).append(ep)
-    for topic, eps_ in sorted(by_topic.items()):
-        kinds = {ep[1] for ep in eps_}
-        if len(kinds) > 1:
-            problems.append(f'{topic}: types disagree: ' + ', '.join(
-                f'{ep[4]} {ep[2]} {ep[1]}' for ep in eps_))
-        best_effort_pubs = [ep for ep in eps_ if ep[2] == 'pub'
-                            and ep[3] == rs.ReliabilityPolicy.BEST_EFFORT]
-        reliable_subs = [ep for ep in eps_ if ep[2] == 'sub'
-                         and ep[3] == rs.ReliabilityPolicy.RELIABLE]
-        if best_effort_pubs and reliable_subs:
-            problems.append(f'{topic}: a reliable subscriber never hears a best-effort '
-                            'publisher')
-        if any(ep[2] == 'sub' for ep in eps_) and not any(ep[2] == 'pub' for ep in eps_) \
-                and topic not in EXTERNAL_INPUTS:
-            problems.append(f'{topic}: subscribed but nobody publishes it')
-    return problems
-
-
-def _remaps(exp: Expanded, context) -> dict:
-    out = {}
-    for _, node in exp.nodes:
-        if node.kwargs.get('package') == 'facebot':
-            name = node.kwargs.get('name') or node.kwargs['executable']
-            out[name] = {('/' + a.lstrip('/')): ('/' + resolve(b, context).lstrip('/'))
-                         for a, b in node.kwargs.get('remappings') or []}
-    return out
-
-
 def _bridge_endpoints(exp: Expanded, context) -> list[tuple]:
     out = []
     for _, node in exp.nodes:
@@ -380,7 +285,7 @@ def _bridge_endpoints(exp: Expanded, context) -> list[tuple]:
             topic, ros_type, direction = m.group(1), m.group(2), m.group(3)
             topic = '/' + remap.get(topic, topic).lstrip('/')
             kind = 'pub' if direction in '[@' else 'sub'
-            out.append((topic, ros_type, kind, rs.ReliabilityPolicy.RELIABLE, 'gz_bridge'))
+            out.append((topic, ros_type, kind, 'RELIABLE', 'gz_bridge'))
     return out
 
 
@@ -424,39 +329,16 @@ def test_arguments_given_to_included_launch_files_are_declared_there(expanded):
                 assert set(args) <= declared, (inc, set(args) - declared)
 
 
-def test_parameters_given_in_launch_files_are_declared(expanded, ros):
-    for exp in expanded.values():
-        for file, node in exp.nodes:
-            if node.kwargs.get('package') != 'facebot':
-                continue
-            params = {}
-            for p in node.kwargs.get('parameters') or []:
-                assert isinstance(p, dict), f'{file}: give facebot nodes parameter dicts'
-                params.update(p)
-            params.pop('use_sim_time', None)
-            name = node.kwargs['name']
-            assert undeclared_parameters(ros[name], params) == [], (file, name)
+# the topic types facebot's nodes use (checked on the real graph by test_ros_graph.py)
+FACEBOT_TOPIC_TYPES = {'/clock': 'rosgraph_msgs/msg/Clock',
+                       '/camera/image_raw': 'sensor_msgs/msg/Image'}
 
 
-def test_node_parameter_file_names_only_declared_parameters(ros):
-    assert yaml_problems(NODES_YAML, ros) == {}
-
-
-def test_topic_types_agree_across_nodes(expanded, ros):
-    facebot = expanded['facebot.launch.py']
-    ctx = types.SimpleNamespace(launch_configurations={
-        k: v for k, v in facebot.declared['facebot.launch.py'].items()})
-    eps = endpoints(ros, _remaps(facebot, ctx))
-    assert topic_problems(eps) == []
+def test_simulator_bridge_speaks_the_nodes_types(expanded):
     sim = expanded['sim.launch.py']
     sim_ctx = types.SimpleNamespace(launch_configurations=dict(sim.declared['sim.launch.py']))
-    bridge = _bridge_endpoints(sim, sim_ctx)
-    assert ('/clock', 'rosgraph_msgs/msg/Clock') in {(b[0], b[1]) for b in bridge}
-    assert ('/camera/image_raw', 'sensor_msgs/msg/Image') in {(b[0], b[1]) for b in bridge}
-    assert topic_problems(eps + bridge) == []
-    # facebot's outputs reach the ros2_control controller topics by name
-    pubs = {(ep[0], ep[1]) for ep in eps if ep[2] == 'pub'}
-    assert ('/head_position_controller/commands', 'std_msgs/msg/Float64MultiArray') in pubs
+    bridge = {(b[0], b[1]) for b in _bridge_endpoints(sim, sim_ctx)}
+    assert bridge == set(FACEBOT_TOPIC_TYPES.items())
 
 
 def test_sim_launch_uses_the_documented_ros_gz_and_ros2_control_interfaces(expanded):
@@ -504,17 +386,6 @@ def test_launch_arguments_reach_the_dialogue_node(monkeypatch):
 # -- the checks catch planted mistakes ---------------------------------------------------
 
 
-def test_planted_misspelt_yaml_parameter_is_caught(ros, tmp_path):
-    text = NODES_YAML.read_text().replace('    temperature: 0.8', '    temprature: 0.8')
-    assert 'temprature' in text
-    bad = tmp_path / 'nodes.yaml'
-    bad.write_text(text)
-    assert yaml_problems(bad, ros) == {'dialogue': ['temprature']}
-    bad.write_text(NODES_YAML.read_text().replace('fps: 25.0', 'fps: 25'))
-    with pytest.raises(rs.InvalidParameterTypeException):  # an int for a double
-        yaml_problems(bad, ros)
-
-
 def test_planted_unused_launch_argument_is_caught(monkeypatch, tmp_path):
     text = (LAUNCH / 'facebot.launch.py').read_text().replace(
         "    ('log_level', 'info', 'log level of every node'),\n",
@@ -527,36 +398,8 @@ def test_planted_unused_launch_argument_is_caught(monkeypatch, tmp_path):
     assert unused_arguments(exp) == {'facebot.launch.py': ['start_camera']}
 
 
-def test_planted_topic_type_mismatch_is_caught(ros):
-    eps = endpoints(ros, {})
-    assert topic_problems(eps) == []
-    planted = eps + [('/face/flame', 'std_msgs/msg/String', 'sub',
-                      rs.ReliabilityPolicy.RELIABLE, 'planted_listener')]
-    problems = topic_problems(planted)
-    assert len(problems) == 1 and problems[0].startswith('/face/flame: types disagree')
-    planted = eps + [('/audio/in', 'facebot/msg/AudioChunk', 'sub',
-                      rs.ReliabilityPolicy.RELIABLE, 'strict_listener')]
-    assert any('best-effort' in p for p in topic_problems(planted))
-
-
 def test_launch_files_parse_as_python():
     for path in LAUNCH_FILES:
         tree = ast.parse(path.read_text())
         names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
         assert 'generate_launch_description' in names, path
-
-
-def test_real_launch_where_ros2_is_installed():
-    ros2 = shutil.which('ros2')
-    if ros2 is None:
-        reason = 'ROS 2 is not installed here (no ros2 on PATH): real launch run skipped'
-        print(f'SKIP: {reason}')
-        pytest.skip(reason)
-    try:
-        import launch  # noqa: F401  (the real one)
-    except ImportError:
-        pytest.skip('ros2 found but the launch package is not importable')
-    for path in LAUNCH_FILES:
-        res = subprocess.run([ros2, 'launch', '--show-args', str(path)], capture_output=True,
-                             text=True, timeout=120)
-        assert res.returncode == 0, res.stderr

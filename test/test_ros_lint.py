@@ -30,7 +30,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MAX_LINE = 99  # ament_flake8's limit
 ROS_PY = sorted([*ROOT.glob('facebot/nodes/*.py'), *ROOT.glob('launch/*.py'),
-                 ROOT / 'test' / 'ros_standin.py', ROOT / 'test' / 'test_nodes.py',
+                 ROOT / 'test' / 'ros_graph.py', ROOT / 'test' / 'ros_probe.py',
+                 ROOT / 'test' / 'test_ros_graph.py',
                  ROOT / 'test' / 'test_launch_static.py', ROOT / 'test' / 'test_ros_lint.py'])
 SHIPPED_PY = [p for p in ROS_PY if p.parent.name in ('nodes', 'launch')]
 XML_FILES = [ROOT / 'package.xml', ROOT / 'urdf' / 'facebot_head.urdf',

@@ -23,7 +23,11 @@ with the reason the dataclass gives.
 from __future__ import annotations
 
 import collections
+import ctypes
+import functools
 import math
+import signal
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -33,12 +37,16 @@ import numpy as np
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rcl_interfaces.msg import SetParametersResult
 import rclpy
+from rclpy.executors import ExternalShutdownException
+import rclpy.logging
 from rclpy.qos import qos_profile_sensor_data, QoSProfile
 
 from facebot import interfaces
+from facebot.config import ConfigError
 
 DIAGNOSTICS_TOPIC = '/diagnostics'
 DIAGNOSTICS_PERIOD_S = 1.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # Topic names (relative: a namespace applies; remap at launch).
 AUDIO_IN = 'audio/in'
 AUDIO_OUT = 'audio/out'
@@ -241,32 +249,94 @@ def diagnostic_array(node, stamp_ns: int, name: str, level: str, message: str,
     return arr
 
 
+def until_shutdown(method):
+    """Decorates a timer callback or thread body that publishes.
+
+    A signal shuts the rclpy context down between any two lines of a running callback; the
+    next ``publish`` then raises (``publisher's context is invalid``). That is the node
+    stopping, not an error: the callback ends quietly. While the context is valid, errors
+    propagate as before.
+    """
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except Exception:
+            if self.context.ok():
+                raise
+            return None
+    return wrapper
+
+
 def now_ns(node) -> int:
     """The node's clock (ROS time: simulated time when ``use_sim_time`` is true)."""
     return int(node.get_clock().now().nanoseconds)
 
 
 def run(node_factory: Callable[[], Any], args=None) -> int:
-    """``rclpy.init``, build the node, spin it (multi-threaded where asked), shut down."""
+    """``rclpy.init``, build the node, spin it (multi-threaded where asked), shut down.
+
+    Exit status: 0 after SIGINT or SIGTERM (what ``ros2 launch`` sends on shutdown: rclpy's
+    signal handler shuts the context down and spin raises ``ExternalShutdownException``, or a
+    callback caught mid-publish raises because its context is gone), 1 with one log line when
+    the node cannot be built from its parameters (a missing config file, a bad value).
+    """
+    _stop_with_parent()
     rclpy.init(args=args)
-    node = None
     try:
         node = node_factory()
+    except (ConfigError, ValueError, OSError) as err:
+        rclpy.logging.get_logger('facebot').error(f'cannot start: {err}')
+        _shutdown()
+        return 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        _shutdown()
+        return 0
+    try:
         executor = getattr(node, 'make_executor', None)
         if executor is not None:
             ex = executor()
             ex.add_node(node)
-            ex.spin()
+            try:
+                ex.spin()
+            finally:
+                ex.shutdown(timeout_sec=1.0)
         else:
             rclpy.spin(node)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    finally:
-        if node is not None:
-            close = getattr(node, 'close', None)
-            if close is not None:
-                close()
-            node.destroy_node()
+    except Exception:
         if rclpy.ok():
-            rclpy.shutdown()
+            raise
+        # else the context was shut down under a running callback (e.g. a timer publishing
+        # on a publisher the shutdown invalidated): the node is stopping anyway
+    finally:
+        # not the node's logger: its /rosout publisher died with the context
+        logger = rclpy.logging.get_logger(f'facebot.{node.get_name()}')
+        close = getattr(node, 'close', None)
+        if close is not None:
+            close()
+        node.destroy_node()
+        logger.info('stopped cleanly')
+        _shutdown()
     return 0
+
+
+def _stop_with_parent() -> None:
+    """Asks Linux for a SIGTERM when the parent process ends.
+
+    ``ros2 launch`` stopped by SIGTERM (a systemd stop, a container stop) dies at once without
+    stopping its nodes (rclpy's signal handler replaces launch's own), and orphaned nodes
+    would keep driving the motors. With this, they shut down like on SIGINT.
+    """
+    if not sys.platform.startswith('linux'):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    except (OSError, AttributeError):
+        return
+
+
+def _shutdown() -> None:
+    if rclpy.ok():
+        rclpy.shutdown()

@@ -85,6 +85,7 @@ class AudioCaptureNode(Node):
         self.params.update(changes)
         return None
 
+    @common.until_shutdown
     def _capture(self) -> None:
         try:
             for chunk in self.source:
@@ -107,6 +108,7 @@ class AudioCaptureNode(Node):
         self.pub.publish(msg)
         self.published += 1
 
+    @common.until_shutdown
     def publish_diagnostics(self) -> None:
         src = self.source
         values = {'chunks published': self.published, 'encode errors': self.errors,

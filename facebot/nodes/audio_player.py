@@ -133,6 +133,7 @@ class AudioPlayerNode(Node):
     def _latency_ns(self) -> int:
         return max(0, self.sink.expected_delay_ns(time.time_ns()))
 
+    @common.until_shutdown
     def _play(self) -> None:
         while not self._stop.is_set():
             try:
@@ -165,6 +166,7 @@ class AudioPlayerNode(Node):
             played.data = msg.data
             self.played_pub.publish(played)
 
+    @common.until_shutdown
     def publish_diagnostics(self) -> None:
         values = dict(self.counts)
         values['queued s'] = float(self._queued_s)

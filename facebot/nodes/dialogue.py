@@ -21,7 +21,7 @@ Lifecycle:
 
 - configure: loads the config file (``loop`` and ``scripted`` sections), builds the
   backend (loads weights / engine) and the loop; creates the publishers and subscriptions.
-- activate: starts the 80 ms step timer (12.5 Hz); user audio is re-framed by an
+- activate: starts the step timer; user audio is re-framed by an
   :class:`~facebot.audio.framing.AudioFramer` as it arrives, and each tick steps the frames
   that are ready (at most two, so the loop catches up after a hiccup without bursting).
 - deactivate: stops the timer and drops pending audio. cleanup: releases the backend.
@@ -48,10 +48,11 @@ from facebot.config import CONFIG_DIR, ConfigError, load_yaml, section
 from facebot.msg import AudioChunk, DialogueState, FlameParams
 from facebot.nodes import _common as common
 from facebot.nodes._common import Param
-from facebot.pipeline.backends import BackendOptions, make_backend
-from facebot.pipeline.duplex import DuplexLoop, LoopConfig
 from facebot.perception.user_perception import (USER_FLAME_TOPIC, USER_POSITION_TOPIC,
                                                 UserPerception)
+from facebot.pipeline.backends import BackendOptions, make_backend
+from facebot.pipeline.duplex import DuplexLoop, LoopConfig
+from facebot.pipeline.playout import PlayoutTracker
 from facebot.pipeline.scripted import ScriptedConfig
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
@@ -60,7 +61,11 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
-STEP_PERIOD_S = FRAME_NS / 1e9  # 0.08 s: 12.5 Hz
+FRAME_PERIOD_S = FRAME_NS / 1e9  # 0.08 s: one model frame
+# A frame is stepped within this long of its last chunk arriving. A timer at the frame rate
+# would add 40 ms on average to every answer (measured: bench/bench_ros_graph.py); polling
+# at 100 Hz costs a few microseconds per idle tick.
+STEP_POLL_S = 0.01
 MAX_STEPS_PER_TICK = 2
 IMAGE_CHANNELS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1}
 
@@ -157,8 +162,7 @@ class DialogueNode(LifecycleNode):
         self.error = ''
         self._pending: collections.deque = collections.deque()
         self._image = None  # (rgb array, stamp_ns)
-        self._sent: collections.deque = collections.deque(maxlen=500)  # (hash, publish ns)
-        self._lag_ns: float | None = None
+        self.playout = PlayoutTracker()
         self.playout_delay_ns = 0
 
     def make_executor(self):
@@ -250,10 +254,9 @@ class DialogueNode(LifecycleNode):
             self.loop.reset(self.params['seed'])
             self.framer = AudioFramer()
             self._pending.clear()
-            self._sent.clear()
-            self._lag_ns = None
+            self.playout.reset()
             self.active = True
-        self.timer = self.create_timer(STEP_PERIOD_S, self.on_tick,
+        self.timer = self.create_timer(STEP_POLL_S, self.on_tick,
                                        callback_group=self.step_group)
         self.state_label = 'active'
         return super().on_activate(state)
@@ -359,18 +362,11 @@ class DialogueNode(LifecycleNode):
         except (ValueError, TypeError):
             self.counts['played_refused'] += 1
             return
-        with self._lock:
-            while self._sent:
-                sent_key, sent_ns = self._sent.popleft()
-                if sent_key == key:
-                    lag = heard - sent_ns
-                    self._lag_ns = lag if self._lag_ns is None else (
-                        0.8 * self._lag_ns + 0.2 * lag)
-                    return
-        self.counts['played_unmatched'] += 1
+        self.playout.played(key, heard)
 
     # -- the step --------------------------------------------------------------------------
 
+    @common.until_shutdown
     def on_tick(self) -> None:
         """Steps the frames that are ready (at most MAX_STEPS_PER_TICK)."""
         with self._lock:
@@ -382,11 +378,8 @@ class DialogueNode(LifecycleNode):
             self.step(frame)
 
     def _playout_delay_ns(self, frame) -> int:
-        delay = int(self.params['playout_delay_ms'] * 1e6)
-        if self.params['measure_playout'] and self._lag_ns is not None:
-            measured = common.now_ns(self) + self._lag_ns - (frame.stamp_ns + FRAME_NS)
-            delay = max(delay, int(measured))
-        return delay
+        return self.playout.delay_ns(int(self.params['playout_delay_ms'] * 1e6), frame.stamp_ns,
+                                     common.now_ns(self), self.params['measure_playout'])
 
     def _user_image(self, frame):
         if self._image is None:
@@ -412,8 +405,7 @@ class DialogueNode(LifecycleNode):
         audio = interfaces.audio_to_msg(result.robot_audio, MODEL_RATE, result.audio_stamp_ns,
                                         p['output_encoding'], p['audio_frame_id'],
                                         out=AudioChunk())
-        with self._lock:
-            self._sent.append((hash(bytes(audio.data)), common.now_ns(self)))
+        self.playout.sent(hash(bytes(audio.data)), common.now_ns(self))
         self.pubs['audio'].publish(audio)
         for f in result.flame:
             try:
@@ -440,6 +432,7 @@ class DialogueNode(LifecycleNode):
 
     # -- diagnostics -----------------------------------------------------------------------
 
+    @common.until_shutdown
     def publish_diagnostics(self) -> None:
         """Latency per stage, real-time factor, drop/refusal counters, backend in use."""
         values: dict = {'lifecycle state': self.state_label,
@@ -451,11 +444,12 @@ class DialogueNode(LifecycleNode):
         values.update(self.latency.summary())
         steps = self.latency.values.get('step')
         if steps:
-            values['real-time factor'] = float(np.mean(steps)) / (STEP_PERIOD_S * 1000.0)
+            values['real-time factor'] = float(np.mean(steps)) / (FRAME_PERIOD_S * 1000.0)
         for key in ('steps', 'frames_dropped', 'audio_refused', 'images', 'images_refused',
-                    'step_errors', 'flame_refused', 'played_unmatched', 'user_flames',
+                    'step_errors', 'flame_refused', 'played_refused', 'user_flames',
                     'user_flame_refused'):
             values[key] = self.counts[key]
+        values['played_unmatched'] = self.playout.unmatched
         if self.framer is not None:
             s = self.framer.stats
             values.update({'input gaps filled': s.gaps_filled, 'input restarts': s.restarts,

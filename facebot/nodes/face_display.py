@@ -144,6 +144,7 @@ class FaceDisplayNode(Node):
             return FlameFrame.neutral()
         return self._frames[0]
 
+    @common.until_shutdown
     def on_tick(self) -> None:
         """Renders and publishes the frame due now."""
         now = common.now_ns(self)
@@ -164,6 +165,7 @@ class FaceDisplayNode(Node):
             cv2.waitKey(1)
         self.latency.add({'render': (time.perf_counter() - t0) * 1000.0})
 
+    @common.until_shutdown
     def publish_diagnostics(self) -> None:
         """Frame and refusal counts, render time."""
         values = dict(self.counts)

@@ -201,13 +201,16 @@ class HeadDriverNode(Node):
         return response
 
     def _set_estop(self, active: bool, via: str) -> None:
-        if active != self.controller.estop:
-            (self.get_logger().warning if active else self.get_logger().info)(
-                f'e-stop {"ENGAGED" if active else "released"} via {via}')
+        # one call site per severity: rclpy refuses a log call whose severity changes
+        if active and not self.controller.estop:
+            self.get_logger().warning(f'e-stop ENGAGED via {via}')
+        elif not active and self.controller.estop:
+            self.get_logger().info(f'e-stop released via {via}')
         self.controller.set_estop(active)
 
     # -- output ----------------------------------------------------------------------------
 
+    @common.until_shutdown
     def on_tick(self) -> None:
         """One control tick: the limited command for now, in every configured form."""
         t0 = time.perf_counter()
@@ -244,6 +247,7 @@ class HeadDriverNode(Node):
             self.pubs['joint_state'].publish(msg)
         self.latency.add({'tick': (time.perf_counter() - t0) * 1000.0})
 
+    @common.until_shutdown
     def publish_diagnostics(self) -> None:
         """Mode, e-stop, controller counters and tick latency."""
         ctl = self.controller

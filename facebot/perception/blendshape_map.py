@@ -35,12 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from facebot.config import CONFIG_DIR
+from facebot.package_files import config_file
 from facebot.face.controls import CONTROL_INDEX, N_CONTROLS, ControlBasis, controls_to_flame, default_basis
 from facebot.perception.landmarker import BLENDSHAPE_INDEX, BLENDSHAPE_NAMES
 
 N_SAMPLES = 1500
-MAP_FILE = CONFIG_DIR / "blendshape_flame_map.npz"
+MAP_FILE = config_file("blendshape_flame_map.npz")
 CROSSTALK = 0.03
 
 # {control: {blendshape: score at control = 1}} (ARKit's shape definitions).

@@ -1,6 +1,6 @@
 """Where the camera and the eyes are on the robot's head: forward kinematics of the URDF.
 
-Reads the head's URDF (default: ``urdf/facebot_head.urdf`` of this package) with the standard
+Reads the head's URDF (default: ``urdf/facebot_head.urdf`` of the installed package) with the standard
 library's XML parser and chains the fixed and revolute joints from ``base_link`` to a link
 (URDF conventions: ``origin xyz`` then ``rpy`` as fixed-axis roll-pitch-yaw, revolute joints
 about ``axis``). Only what the gaze needs: link poses for given joint angles. A URDF without
@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-DEFAULT_URDF = Path(__file__).resolve().parents[2] / "urdf" / "facebot_head.urdf"
+from facebot.package_files import share_path
+
+DEFAULT_URDF = share_path("urdf", "facebot_head.urdf")  # checkout, colcon or pip install
 CAMERA_FRAME = "camera_optical_frame"
 EYE_FRAME = "eye_pitch_link"  # the gaze drive: its x axis is the line of sight
 GAZE_FRAME = "head_link"  # the eye joints' parent: eye angles are measured in it

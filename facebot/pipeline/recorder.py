@@ -33,9 +33,10 @@ USER_FLAME_TOPIC = "/face/user_flame"  # the user's perceived face on the model'
 
 class SessionRecorder:
     def __init__(self, out_dir: str | Path, backend: str, with_video: bool = False,
-                 head: HeadDriver | None = None, renderer=None, deterministic: bool = False) -> None:
+                 head: HeadDriver | None = None, renderer=None, deterministic: bool = False,
+                 plot: bool = True) -> None:
         """``head`` adds joint commands (CSV + bag topics); ``renderer`` (FLAME -> RGB) adds
-        the face-display video."""
+        the face-display video; ``plot`` the session.png."""
         self.out_dir = Path(out_dir)
         if self.out_dir.exists():
             raise FileExistsError(f"{self.out_dir}: output folder already exists")
@@ -54,6 +55,7 @@ class SessionRecorder:
         self.head = head
         self.renderer = renderer
         self.deterministic = deterministic
+        self.plot = plot
         self._commands = []
         self._csv = None
         self.bag = BagRecorder(self.partial / "bag", topics)
@@ -138,7 +140,8 @@ class SessionRecorder:
         track.save_npz(self.partial / "flame.npz")
         if self._csv is not None:
             self._csv.close()
-        self._write_plot(robot_full, user_full, track)
+        if self.plot:
+            self._write_plot(robot_full, user_full, track)
         if self.renderer is not None:
             from facebot.pipeline.media import frames_on_grid, write_face_video
 

@@ -71,15 +71,17 @@ def run_session(
     head=None,
     renderer=None,
     deterministic: bool = False,
+    plot: bool = True,
 ) -> SessionReport:
     """Runs the loop over the whole source and writes the session folder.
 
     ``head`` (a HeadDriver) adds actuator commands; ``renderer`` adds the face video.
     ``deterministic`` keeps wall-clock measurements out of the bag, so that the same input
-    and seed give an identical bag (they stay in summary.json).
+    and seed give an identical bag (they stay in summary.json). ``plot`` False skips
+    session.png (batch runs such as `facebot eval --scenarios --no-plot`).
     """
     recorder = SessionRecorder(out_dir, loop.backend.describe(), with_video=video is not None,
-                               head=head, renderer=renderer, deterministic=deterministic)
+                               head=head, renderer=renderer, deterministic=deterministic, plot=plot)
     framer = AudioFramer()
     timings: dict[str, list[float]] = {s: [] for s in STAGES}
     total_frames = None

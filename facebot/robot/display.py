@@ -31,7 +31,6 @@ exactly as the neutral face. Output is deterministic (same frame, same image).
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -191,14 +190,9 @@ class FaceDisplayConfig:
 
 
 def default_display_config_path() -> Path:
-    from facebot.config import CONFIG_DIR
+    from facebot.package_files import config_file
 
-    candidates = [CONFIG_DIR / "face_display.yaml",
-                  Path(sys.prefix) / "share" / "facebot" / "config" / "face_display.yaml"]
-    for c in candidates:
-        if c.is_file():
-            return c
-    return candidates[0]
+    return config_file("face_display.yaml")
 
 
 def load_display_config(path: str | Path | None = None) -> FaceDisplayConfig:
