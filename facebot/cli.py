@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import os
 import shutil
 import sys
@@ -90,6 +91,20 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default=None, help="PortAudio input device (name or index)")
     run.add_argument("--t0-ns", type=int, default=None,
                      help="capture time of the first input sample (default: now); fixes stamps for reproducible bags")
+    echo = run.add_argument_group("echo cancellation (on with --play and --echo-room)")
+    echo.add_argument("--echo-room", action="store_true",
+                      help="simulate an open loudspeaker: the robot's voice comes back into the input through a "
+                           "simulated room (seeded by --seed); summary.json reports what the canceller achieved")
+    echo.add_argument("--room-delay-ms", type=float, default=None,
+                      help="the simulated speaker's unreported hardware delay (default: drawn from 30-150 ms)")
+    echo.add_argument("--room-echo-db", type=float, default=0.0,
+                      help="the simulated speaker's level at the microphone vs the robot's output (default 0 dB)")
+    echo.add_argument("--no-aec", action="store_true", help="no echo cancellation (to hear the difference)")
+    echo.add_argument("--no-noise-suppression", action="store_true", help="keep the background noise")
+    echo.add_argument("--no-high-pass", action="store_true", help="no high-pass filter on the microphone")
+    echo.add_argument("--echo-delay-ms", type=float, default=None,
+                      help="initial guess of the echo's delay after its playout stamp (default 20 ms; tracked "
+                           "from then on)")
 
     bag = sub.add_parser("bag", parents=[common],
                          help="run the whole pipeline offline over a rosbag2 recorded on a robot")
@@ -178,6 +193,18 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; SIGTERM and SIGHUP stop it like Ctrl-C: partial output removed, exit 128 + N."""
+    from facebot.pipeline.signals import Stopped, stop_on_signals
+
+    try:
+        with stop_on_signals():
+            return _main(argv)
+    except Stopped as err:
+        print(f"facebot: stopped by {err.name}; no output kept", file=sys.stderr)
+        return err.exit_code
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
         if args.command in ("run", "bag"):
@@ -213,12 +240,14 @@ def _user_errors():
     """The exception types whose message is a complete one-line explanation."""
     from facebot.audio.files import AudioFileError
     from facebot.config import ConfigError
+    from facebot.io.atomic import AtomicWriteError
     from facebot.pipeline.sources import SourceError
 
     from facebot.model.tokenizer import TokenizerError
     from facebot.pipeline.model_backend import ModelLoadError
 
-    return (AudioFileError, ConfigError, SourceError, FileExistsError, ModelLoadError, TokenizerError)
+    return (AudioFileError, ConfigError, SourceError, FileExistsError, ModelLoadError, TokenizerError,
+            AtomicWriteError)
 
 
 def _corpus(args) -> int:
@@ -325,13 +354,14 @@ def _flame_convert(args) -> int:
 
 def _calibrate(args) -> int:
     from facebot.config import CONFIG_DIR, ConfigError
+    from facebot.io.atomic import AtomicWriteError
     from facebot.robot.calibrate import CalibrationError, run
 
     config = Path(args.config) if args.config else CONFIG_DIR / "head_reference.yaml"
     try:
         print(run(args.samples, config, args.out, args.fields, args.force,
                   args.weight_bound, args.ridge, args.min_weight))
-    except (CalibrationError, ConfigError) as err:
+    except (CalibrationError, ConfigError, AtomicWriteError) as err:
         raise _UserError(str(err)) from None
     return 0
 
@@ -419,12 +449,19 @@ def _eval_scenarios(args, rules) -> int:
     return 0
 
 
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES}
+
+
 def _run(args) -> int:
     errors = _user_errors()
     try:
         return _run_checked(args)
     except errors as err:
         raise _UserError(str(err)) from None
+    except OSError as err:  # a full, read-only or vanished output location: the session removed its partial output
+        if err.errno not in _WRITE_ERRNOS:
+            raise
+        raise _UserError(f"{err.filename or 'output'}: {err.strerror}; no output kept") from None
     except RuntimeError as err:  # e.g. libespeak-ng missing: the message says what to install
         if "espeak" in str(err).lower() or "onnx" in str(err).lower():
             raise _UserError(str(err)) from None
@@ -440,19 +477,21 @@ def _run_checked(args) -> int:
     source, video, label = _bag_inputs(args) if args.command == "bag" else _run_inputs(args, t0_ns)
     if video is not None and not args.no_perception:
         loop.perception = _perception(args)
-    out_dir = _out_dir(args)
+    out_dir, replace = _session_out_dir(args)
     speaker = None
     if getattr(args, "play", False):
         from facebot.pipeline.playback import SpeakerSink
 
         speaker = SpeakerSink()
     live = getattr(args, "input", None) == "mic"
+    echo, room = _echo_parts(args, speaker is not None)
     print(f"facebot {__version__}: backend {loop.backend.describe()}; input {label}", file=sys.stderr)
     try:
         report = run_session(loop, out_dir, source, video=video, speaker=speaker,
                              realtime=getattr(args, "realtime", False) or live,
                              progress=not args.no_progress and sys.stderr.isatty(),
-                             head=head, renderer=renderer, deterministic=args.command == "bag")
+                             head=head, renderer=renderer, deterministic=args.command == "bag",
+                             echo=echo, room=room, replace=replace)
     finally:
         if speaker is not None:
             speaker.close()
@@ -462,8 +501,49 @@ def _run_checked(args) -> int:
     for key, value in report.counters.items():
         if value:
             print(f"  {key}: {value}")
+    if report.echo:
+        print(_echo_line(report.echo))
     _print_outputs(out_dir)
     return 0
+
+
+def _echo_parts(args, playing: bool):
+    """The echo stage (with a loudspeaker: --play or --echo-room) and the simulated room."""
+    if args.command != "run" or not (playing or args.echo_room):
+        return None, None
+    from facebot.pipeline.echo_stage import EchoInputStage, EchoStageConfig
+
+    guess = {} if args.echo_delay_ms is None else {"echo_delay_ms": args.echo_delay_ms}
+    try:
+        stage = EchoInputStage(EchoStageConfig(
+            echo_cancellation=not args.no_aec, noise_suppression=not args.no_noise_suppression,
+            high_pass_filter=not args.no_high_pass, **guess))
+        room = None
+        if args.echo_room:
+            from facebot.audio.room import EchoRoom, EchoRoomConfig
+
+            room = EchoRoom(EchoRoomConfig(seed=args.seed, delay_ms=args.room_delay_ms,
+                                           echo_gain_db=args.room_echo_db))
+    except (ValueError, RuntimeError, ImportError) as err:
+        raise _UserError(str(err)) from None
+    return stage, room
+
+
+def _echo_line(echo: dict) -> str:
+    parts = [f"echo cancellation {'on' if echo.get('echo_cancellation') else 'off'}"]
+    if echo.get("echo_cancellation"):
+        parts.append(f"estimated delay {echo.get('estimated_delay_ms')} ms")
+        if "true_delay_ms" in echo:
+            parts[-1] += f" (room: {echo['true_delay_ms']} ms)"
+        parts.append(f"AEC {echo.get('cpu_ms_per_10ms')} ms per 10 ms")
+    got = echo.get("achieved") or {}
+    if got:
+        parts.append(f"ERLE {got.get('erle_db')} dB after 1 s (converged in {got.get('converged_s')} s)")
+        parts.append(f"false barge-ins {got.get('false_barge_ins')} ({got.get('false_barge_ins_per_min')}/min of robot speech)")
+        if got.get("double_talk_onsets"):
+            parts.append(f"barge-in during double talk {got.get('barge_in_latency_ms')} ms, "
+                         f"missed {got.get('barge_in_missed')}")
+    return "  " + "; ".join(parts)
 
 
 def _build_pipeline(args):
@@ -565,6 +645,8 @@ def _bag_inputs(args):
 
     fmt = RawAudioFormat.parse(args.audio_format) if args.audio_format else None
     bag = BagInput(args.input_bag, args.audio_topic, args.camera_topic, fmt)
+    if bag.truncated_note:
+        print(f"facebot: warning: {bag.truncated_note}", file=sys.stderr)
     return BagAudioStream(bag), bag.camera(), f"{args.input_bag} ({args.audio_topic})"
 
 
@@ -572,21 +654,41 @@ def _device(spec: str | None):
     return int(spec) if spec is not None and spec.isdigit() else spec
 
 
+_INPUT_ARGS = ("input", "inputs", "input_bag", "video", "config", "pipeline_config", "head", "display", "weights",
+               "mimi_weights", "tokenizer", "face_weights", "export_dir")
+
+
 def _out_dir(args) -> Path:
+    """The output folder of a command that writes in place (eval): an earlier facebot output
+    it may replace (facebot.io.outputs) is removed first."""
+    out, replace = _session_out_dir(args)
+    if replace:
+        shutil.rmtree(out)
+    return out
+
+
+def _session_out_dir(args) -> tuple[Path, bool]:
+    """The output folder, and whether it replaces an earlier one (only once the new one is
+    complete, and only an earlier facebot output: facebot.io.outputs)."""
+    from facebot.io.outputs import check_replaceable
+
     if args.out:
         out = Path(args.out)
-        if out.exists():
+        if out.exists() or out.is_symlink():
             if not args.force:
                 raise FileExistsError(f"{out}: output folder already exists (use --force to replace it)")
-            shutil.rmtree(out)
-        return out
+            values = [getattr(args, a, None) for a in _INPUT_ARGS]
+            inputs = [v for x in values for v in (x if isinstance(x, list) else [x]) if isinstance(v, str) and v]
+            check_replaceable(out, inputs)
+            return out, True
+        return out, False
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path("facebot_out") / stamp
     n = 1
     while out.exists():
         n += 1
         out = Path("facebot_out") / f"{stamp}-{n}"
-    return out
+    return out, False
 
 
 def _print_outputs(out: Path) -> None:
@@ -594,7 +696,8 @@ def _print_outputs(out: Path) -> None:
     described = {
         "conversation.wav": "stereo: the user (left) and the robot (right) on one timeline",
         "robot.wav": "the robot's speech (24 kHz mono)",
-        "user.wav": "the user's audio as the loop heard it (24 kHz mono)",
+        "user.wav": "the user's audio as the loop heard it (24 kHz mono; echo-cancelled with a loudspeaker)",
+        "mic.wav": "the microphone before echo cancellation (with --play / --echo-room)",
         "flame.npz": "FLAME track at 25 fps (also exp/pose in DualTalk layout)",
         "transcript.txt": "what the robot said, with times",
         "summary.json": "latency per stage, real-time factor, counters",

@@ -28,7 +28,7 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 from facebot.face.flame import MAX_EXPRESSION, FlameFrame, FrameSource
-from facebot.audio.pcm import ENCODING_DTYPES, sample_width
+from facebot.audio.pcm import ENCODING_DTYPES, check_sample_rate, sample_width
 from facebot.audio.pcm import decode as decode_pcm
 from facebot.audio.pcm import encode as encode_pcm
 
@@ -337,11 +337,10 @@ def audio_from_msg(msg: Any) -> tuple[np.ndarray, int]:
         raise ValueError(
             f"AudioChunk.encoding {encoding!r} is not one of {', '.join(AUDIO_ENCODINGS)}"
         )
-    channels, rate = int(msg.channels), int(msg.sample_rate)
+    channels = int(msg.channels)
     if channels <= 0:
         raise ValueError("AudioChunk.channels is 0")
-    if rate <= 0:
-        raise ValueError("AudioChunk.sample_rate is 0")
+    rate = check_sample_rate(msg.sample_rate)
     return decode_pcm(_bytes_of(msg.data), encoding, channels), rate
 
 

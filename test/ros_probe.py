@@ -28,6 +28,7 @@ and prints one JSON object on stdout:
 - ``flame --seconds S``: publishes a FLAME stream that asks for far too much motion.
 - ``estop true|false``: the head's e-stop service, then the diagnostics.
 - ``tone``: a tone on ``audio/out``; what the speaker and microphone nodes publish.
+- ``echo --wav F``: the robot's voice on ``audio/played`` and its echo in ``audio/in``.
 - ``listen --seconds S``: what facebot publishes meanwhile.
 - ``graph --topics T... --nodes N...``: endpoints (types, QoS) and parameter descriptors.
 """
@@ -323,8 +324,12 @@ def cmd_flame(node, args) -> dict:
     spin_for(node, 10.0, until=lambda: pub.get_subscription_count() > 0)
     rng = np.random.default_rng(args.seed)
     t_end = time.monotonic() + args.seconds
+    t_change = time.monotonic() + args.seconds / 2
+    changed = None
     seq = 0
     while time.monotonic() < t_end:
+        if args.set and changed is None and time.monotonic() >= t_change:
+            changed = {'at': now_ns(node), **cmd_set(node, argparse.Namespace(items=args.set))}
         frame = FlameFrame.neutral(stamp_ns=now_ns(node) + 40_000_000,
                                    source=FrameSource.MODEL)
         frame.jaw_pose[0] = float(rng.uniform(-3, 3))
@@ -336,7 +341,7 @@ def cmd_flame(node, args) -> dict:
         pub.publish(msg)
         spin_for(node, 0.04)
     spin_for(node, args.settle_s)
-    return listener.result()
+    return {**listener.result(), 'changed': changed}
 
 
 def cmd_tone(node, args) -> dict:
@@ -361,6 +366,34 @@ def cmd_tone(node, args) -> dict:
         spin_for(node, 0.08)
     spin_for(node, args.settle_s)
     return {**listener.result(), 'sent': sent, 'mic': mic}
+
+
+def cmd_echo(node, args) -> dict:
+    """A robot hearing itself: speech on ``audio/played`` (as the speaker plays it) and the
+    same speech, delayed and quieter, in the microphone on ``audio/in``."""
+    listener = Listener(node)
+    played = node.create_publisher(AudioChunk, 'audio/played', RELIABLE)
+    mic = node.create_publisher(AudioChunk, 'audio/in', qos_profile_sensor_data)
+    spin_for(node, 10.0, until=lambda: mic.get_subscription_count() > 0
+             and played.get_subscription_count() > 0)
+    spin_for(node, 0.5)
+    speech, rate = read_wav(args.wav)
+    delay = int(rate * args.delay_ms / 1000)
+    voice = np.concatenate([speech, np.zeros(rate, np.float32)])
+    echo = args.gain * np.concatenate([np.zeros(delay, np.float32), voice])[:voice.shape[0]]
+    chunk = rate // 50
+    t_start, t0 = time.monotonic(), now_ns(node)
+    for start in range(0, voice.shape[0] - chunk + 1, chunk):
+        due = t_start + (start + chunk) / rate
+        while time.monotonic() < due:
+            rclpy.spin_once(node, timeout_sec=max(0.0, min(0.005, due - time.monotonic())))
+        stamp = t0 + start * 1_000_000_000 // rate
+        played.publish(interfaces.audio_to_msg(voice[start:start + chunk], rate, stamp,
+                                               'S16LE', 'speaker', out=AudioChunk()))
+        mic.publish(interfaces.audio_to_msg(echo[start:start + chunk], rate, stamp, 'S16LE',
+                                            'microphone', out=AudioChunk()))
+    spin_for(node, args.settle_s)
+    return listener.result()
 
 
 def cmd_listen(node, args) -> dict:
@@ -448,9 +481,16 @@ def main(argv=None) -> int:
     p = sub.add_parser('flame')
     p.add_argument('--seconds', type=float, default=3.0)
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--set', nargs='*', default=[],
+                   help='node:name=value parameter changes made half-way (live limits)')
     p.add_argument('--settle-s', type=float, default=1.5)
     p = sub.add_parser('tone')
     p.add_argument('--seconds', type=float, default=1.6)
+    p.add_argument('--settle-s', type=float, default=1.5)
+    p = sub.add_parser('echo')
+    p.add_argument('--wav', required=True)
+    p.add_argument('--delay-ms', type=float, default=60.0)
+    p.add_argument('--gain', type=float, default=0.5)
     p.add_argument('--settle-s', type=float, default=1.5)
     p = sub.add_parser('listen')
     p.add_argument('--seconds', type=float, default=2.0)
@@ -469,7 +509,8 @@ def main(argv=None) -> int:
         result = {'wait-nodes': cmd_wait_nodes, 'converse': cmd_converse,
                   'malformed': cmd_malformed, 'flame': cmd_flame,
                   'graph': cmd_graph, 'listen': cmd_listen,
-                  'estop': cmd_estop, 'set': cmd_set, 'tone': cmd_tone}[args.cmd](node, args)
+                  'estop': cmd_estop, 'set': cmd_set, 'tone': cmd_tone,
+                  'echo': cmd_echo}[args.cmd](node, args)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

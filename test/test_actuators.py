@@ -442,3 +442,195 @@ def test_joint_config_validation():
         JointConfig("j", 1, -1, 1, 1)
     with pytest.raises(Exception, match="field"):
         JointConfig("j", -1, 1, 1, 1, expression=({"field": "nose", "index": 0, "weight": 1},))
+
+
+# ------------------------------------------------------------------------------------------
+# live limit changes (HeadController.reconfigure): never a step beyond the limits
+#
+# The rule checked, per joint: a joint whose state satisfies the new limits follows them at
+# once. Any other joint brakes (speed never grows, no reversal) within the limits of its last
+# step ("base"); once at rest outside the new range it moves straight into it within the
+# hull of both ranges at the smaller velocity and acceleration limit. From its first state
+# that satisfies the new limits on, it follows the new limits.
+
+LIVE_TOL = 1e-7
+
+
+def _limits(cfg):
+    return tuple(np.array([getattr(j, k) for j in cfg.joints])
+                 for k in ("lower", "upper", "max_velocity", "max_acceleration"))
+
+
+def _feasible(p, v, lim, tol=1e-9):
+    lo, hi, vmax, amax = lim
+    stop = p + v * np.abs(v) / (2 * amax)
+    return (p >= lo - tol) & (p <= hi + tol) & (np.abs(v) <= vmax + tol) & (stop >= lo - tol) & (stop <= hi + tol)
+
+
+class LiveChecker:
+    """Checks each command against the limits that apply to it under the rule above."""
+
+    SETTLED, BRAKING, ENTERING = 0, 1, 2
+
+    def __init__(self, cfg, stamp_ns, p, v):
+        self.new = _limits(cfg)
+        self.base = self.new
+        self.phase = np.zeros(len(p), int)
+        self.stamp, self.p, self.v = stamp_ns, np.array(p, float), np.array(v, float)
+        self.used = self.new
+        self.max_speed_seen = np.abs(self.v)
+
+    def change(self, cfg):
+        self.new = _limits(cfg)
+        ok = _feasible(self.p, self.v, self.new)
+        self.base = tuple(np.where(ok, n, u) for n, u in zip(self.new, self.used))
+        self.phase = np.where(ok, self.SETTLED, np.where(self.v == 0, self.ENTERING, self.BRAKING))
+
+    def __call__(self, cmd):
+        assert all(np.isfinite(x).all() for x in (cmd.positions, cmd.velocities, cmd.accelerations))
+        if cmd.stamp_ns <= self.stamp:
+            return cmd
+        dt = (cmd.stamp_ns - self.stamp) * 1e-9
+        p1 = cmd.positions
+        v1 = (p1 - self.p) / dt
+        a = (v1 - self.v) / dt
+        assert np.allclose(v1, cmd.velocities, atol=1e-9, rtol=0)
+        ok = _feasible(self.p, self.v, self.new)
+        self.phase = np.where(ok, self.SETTLED, self.phase)
+        self.phase = np.where((self.phase == self.BRAKING) & (self.v == 0), self.ENTERING, self.phase)
+        new, base = self.new, self.base
+        stricter = (np.minimum(base[0], new[0]), np.maximum(base[1], new[1]),
+                    np.minimum(base[2], new[2]), np.minimum(base[3], new[3]))
+        lim = tuple(np.where(self.phase == self.SETTLED, n, np.where(self.phase == self.BRAKING, b, s))
+                    for n, b, s in zip(new, base, stricter))
+        lo, hi, vmax, amax = lim
+        assert np.all(p1 >= lo - TOL) and np.all(p1 <= hi + TOL), (self.phase, p1 - lo, hi - p1)
+        assert np.all(np.abs(v1) <= vmax + LIVE_TOL), (self.phase, np.abs(v1) - vmax)
+        assert np.all(np.abs(a) <= amax + LIVE_TOL * 100), (self.phase, np.abs(a) - amax)
+        assert _feasible(p1, v1, lim, LIVE_TOL).all()
+        braking = self.phase == self.BRAKING
+        assert np.all(np.abs(v1[braking]) <= np.abs(self.v[braking]) + LIVE_TOL)
+        assert np.all(v1[braking] * self.v[braking] >= 0)
+        entering = self.phase == self.ENTERING
+        target = np.clip(self.p, new[0], new[1])
+        assert np.all(np.abs(p1 - target)[entering] <= np.abs(self.p - target)[entering] + TOL)
+        self.stamp, self.p, self.v, self.used = cmd.stamp_ns, p1.copy(), v1, lim
+        return cmd
+
+    def settled(self):
+        return bool(np.all(_feasible(self.p, self.v, self.new, LIVE_TOL)))
+
+
+def _with_joint(cfg, name, **changes):
+    return dataclasses.replace(cfg, joints=tuple(
+        dataclasses.replace(j, **changes) if j.name == name else j for j in cfg.joints))
+
+
+def _jaw_moving(cfg, jaw_pos=0.30, jaw_vel=7.0):
+    """A controller with the jaw at ``jaw_pos`` moving at ``jaw_vel``, tracking a wide-open jaw."""
+    hc = HeadController(cfg)
+    j = hc.joint_names.index("jaw")
+    p, v = hc.neutral.copy(), np.zeros(len(hc.neutral))
+    p[j], v[j] = jaw_pos, jaw_vel
+    hc.reset(p, v)
+    for k in range(40):
+        hc.push(frame(k * 40 * MS, jaw=0.4))
+    return hc, j, LiveChecker(cfg, 0, p, v)
+
+
+def test_live_upper_limit_change_brakes_within_old_limits_then_obeys_the_new():
+    """Issue 12.8: jaw at 0.30 rad moving 7 rad/s, upper 0.4 -> 0.1. Rebuilding the controller
+    from the last command stepped at 20 rad/s and 2,710 rad/s^2; now it brakes at <= 250 rad/s^2
+    (stopping inside the old range), returns below 0.1 at <= 8 rad/s and stays there."""
+    hc, j, check = _jaw_moving(CFG)
+    new_cfg = _with_joint(CFG, "jaw", upper=0.1)
+    hc.reconfigure(new_cfg)
+    check.change(new_cfg)
+    cmds = [check(hc.tick(k * 10 * MS)) for k in range(1, 40)]
+    jaw = np.array([c.positions[j] for c in cmds])
+    assert jaw.max() <= 0.4 + TOL and jaw[-1] <= 0.1 + TOL and check.settled()
+    assert np.all(np.abs(np.diff(np.r_[0.30, jaw])) <= 8.0 * 0.01 + TOL)
+    settled_at = int(np.argmax(jaw <= 0.1 + TOL))
+    assert settled_at < 15 and np.all(jaw[settled_at:] <= 0.1 + TOL)
+    assert hc.joints_changing_limits == 0
+
+
+def test_live_lower_velocity_and_acceleration_brake_at_the_old_acceleration_once():
+    """Lowering max_velocity / max_acceleration mid-motion: braking stays within the old 250 rad/s^2,
+    then every step is within the new 2 rad/s and 50 rad/s^2."""
+    hc, j, check = _jaw_moving(CFG, jaw_pos=0.05, jaw_vel=7.0)
+    new_cfg = _with_joint(CFG, "jaw", max_velocity=2.0, max_acceleration=50.0)
+    hc.reconfigure(new_cfg)
+    check.change(new_cfg)
+    cmds = [check(hc.tick(k * 10 * MS)) for k in range(1, 100)]
+    v = np.array([c.velocities[j] for c in cmds])
+    assert np.abs(v[5:]).max() <= 2.0 + TOL and check.settled()
+
+
+def test_live_change_of_mapping_applies_to_frames_already_received():
+    hc = HeadController(CFG)
+    for k in range(10):
+        hc.push(frame(k * 40 * MS, jaw=0.2))
+    hc.tick(10 * MS)
+    j = hc.joint_names.index("jaw")
+    hc.reconfigure(_with_joint(CFG, "jaw", gain=0.5, offset=0.0))
+    for k in range(2, 30):
+        cmd = hc.tick(k * 10 * MS)
+    assert cmd.positions[j] == pytest.approx(0.1, abs=1e-3)
+    with pytest.raises(ValueError, match="joints"):
+        hc.reconfigure(dataclasses.replace(CFG, joints=CFG.joints[:3]))
+
+
+def _scaled_joint(j, lo_scale, hi_scale, v_scale, a_scale):
+    return dataclasses.replace(
+        j, lower=j.neutral - (j.neutral - j.lower) * lo_scale,
+        upper=j.neutral + (j.upper - j.neutral) * hi_scale,
+        max_velocity=j.max_velocity * v_scale, max_acceleration=j.max_acceleration * a_scale)
+
+
+LIVE_BASE = dataclasses.replace(CFG, neutral_ease_s=2.0)
+changes = st.tuples(st.integers(0, 2 ** 12 - 1), st.floats(0.05, 1.5), st.floats(0.05, 1.5),
+                    st.floats(0.25, 2.0), st.floats(0.25, 2.0), st.sampled_from([0.0, 40.0, 200.0]))
+live_events = st.lists(st.tuples(st.sampled_from([10, 10, 10, 3, 17, 40]), st.floats(0.0, 1.0),
+                                 st.one_of(st.none(), st.none(), st.none(), changes)),
+                       min_size=5, max_size=60)
+
+
+def _changed(cfg, change):
+    mask, lo_s, hi_s, v_s, a_s, lead = change
+    joints = tuple(_scaled_joint(j, lo_s, hi_s, v_s, a_s) if mask >> i & 1 else j for i, j in enumerate(LIVE_BASE.joints))
+    try:
+        return dataclasses.replace(cfg, joints=joints, lead_ms=lead)
+    except ValueError:  # the node refuses such a change; nothing to apply
+        return None
+
+
+@fast(100)
+@given(live_events, st.sampled_from(["hold", "neutral"]), st.integers(0, 2 ** 16))
+def test_live_limit_changes_at_random_times_never_step_beyond_the_limits(evs, estop_mode, seed):
+    """Random streams (frames to every limit, e-stop, stalls) with limit, range and lead changes
+    at random ticks, including changes during a change: every step within the limits the rule
+    gives, nothing non-finite, and every joint under the newest limits within 10 s of the last."""
+    cfg = dataclasses.replace(LIVE_BASE, estop_mode=estop_mode)
+    hc = HeadController(cfg)
+    check = LiveChecker(cfg, 0, hc.neutral, np.zeros(len(hc.neutral)))
+    rng = np.random.default_rng(seed)
+    now, next_stamp = 10 * MS, 60 * MS  # the first tick is one period after the start state
+    for gap, x, change in evs:
+        while next_stamp <= now + 160 * MS:
+            hc.push(_random_frame(rng, next_stamp, 0.5 + 2 * x))
+            next_stamp += 40 * MS
+        if x > 0.95:
+            hc.set_estop(not hc.estop)
+        if change is not None:
+            new_cfg = _changed(cfg, change)
+            if new_cfg is not None:
+                hc.reconfigure(new_cfg)
+                check.change(new_cfg)
+                cfg = new_cfg
+        check(hc.tick(now))
+        now += gap * MS
+    for _ in range(200):  # no more frames and no more changes: 10 s in 50 ms ticks
+        now += 50 * MS
+        check(hc.tick(now))
+    assert check.settled() and hc.joints_changing_limits == 0

@@ -1,6 +1,7 @@
 """`facebot run` on bad or unusual input: converted correctly, or refused in one line."""
 import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,24 @@ def test_bad_files_are_refused_in_one_line_without_output(tmp_path, capsys, name
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and needle in err and str(path) in err and err.startswith("facebot: error:")
+    assert not out.exists() and not out.with_name("out.partial").exists()
+
+
+def _wav_header_saying(rate: int, data: bytes) -> bytes:
+    fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * 2, 2, 16)  # PCM, mono, 16-bit
+    return (b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data)) + b"WAVE"
+            + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data)
+
+
+@pytest.mark.parametrize("rate", [1, 3999, 384_001])
+def test_a_lying_sample_rate_is_refused_in_one_line(tmp_path, capsys, rate):
+    """Issue 12.5: 96 KB whose header says 1 Hz is 13 h of audio; it ran 600 s, reached 2.2 GB
+    and left out.partial/. Now: one line, exit 2, nothing written."""
+    path = tmp_path / "liar.wav"
+    path.write_bytes(_wav_header_saying(rate, bytes(96_000)))
+    rc, out = run(tmp_path, "--input", str(path))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and f"sample rate {rate} Hz is outside" in err and str(path) in err
     assert not out.exists() and not out.with_name("out.partial").exists()
 
 

@@ -225,7 +225,7 @@ def test_flame_frame_msg_cdr_roundtrip_is_lossless(frame):
     st.sampled_from(sorted(fi.AUDIO_ENCODINGS)),
     st.integers(1, 4),
     st.integers(0, 64),
-    st.integers(1, 192_000),
+    st.integers(4_000, 384_000),
     st.integers(-(2**31) * 10**9, 2**31 * 10**9 - 1),
     st.data(),
 )
@@ -322,7 +322,11 @@ def _audio(**kw):
         (dict(encoding="S24LE"), "encoding"),
         (dict(encoding="s16le"), "encoding"),
         (dict(channels=0), "channels is 0"),
-        (dict(sample_rate=0), "sample_rate is 0"),
+        (dict(sample_rate=0), "sample rate 0 Hz is outside 4000..384000"),
+        (dict(sample_rate=1), "sample rate 1 Hz is outside"),  # 96 KB would be 13 h of audio
+        (dict(sample_rate=3999), "outside"),
+        (dict(sample_rate=384_001), "outside"),
+        (dict(sample_rate=4294967295), "sample rate 4294967295 Hz is outside"),
         (dict(data=np.zeros(6, np.uint8)), "not a multiple"),
         (dict(encoding="S32LE", data=np.zeros(12, np.uint8)), "not a multiple"),
         (dict(encoding="F32LE", channels=1,

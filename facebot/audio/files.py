@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from facebot.audio.pcm import check_sample_rate
+
 # Streaming writers (espeak-ng to a pipe, arecord) leave these "unknown length" sizes.
 _UNKNOWN_SIZES = {0, 0xFFFFFFFF, 0x7FFFF000, 0x7FFFFFFF}
 
@@ -66,6 +68,10 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, AudioFileInfo]:
         info = sf.info(str(p))
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioFileError(f"{p}: not a readable audio file ({_short(err)})") from None
+    try:
+        check_sample_rate(info.samplerate)
+    except ValueError as err:
+        raise AudioFileError(f"{p}: header says {err}; refusing it") from None
     note = ""
     declared = _wav_declared_data_bytes(p) if info.format in ("WAV", "WAVEX") else None
     if declared and declared[0] not in _UNKNOWN_SIZES and declared[0] > declared[1]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import soxr
 
-from facebot.audio.pcm import to_mono
+from facebot.audio.pcm import check_sample_rate, to_mono
 
 MODEL_RATE = 24_000
 FRAME_SAMPLES = 1_920  # 80 ms at 24 kHz: one model step (12.5 Hz)
@@ -45,9 +45,7 @@ class StreamResampler:
     """Streaming sample-rate conversion with soxr (time-aligned: no drift, no offset)."""
 
     def __init__(self, in_rate: int, out_rate: int = MODEL_RATE, quality: str = "HQ") -> None:
-        if in_rate <= 0 or out_rate <= 0:
-            raise ValueError(f"sample rates must be positive, got {in_rate} -> {out_rate}")
-        self.in_rate, self.out_rate = int(in_rate), int(out_rate)
+        self.in_rate, self.out_rate = check_sample_rate(in_rate), check_sample_rate(out_rate)
         self._stream = None if in_rate == out_rate else soxr.ResampleStream(
             self.in_rate, self.out_rate, 1, dtype="float32", quality=quality
         )

@@ -17,6 +17,21 @@ ENCODING_DTYPES: dict[str, np.dtype] = {
     "U8": np.dtype("u1"),
 }
 ENCODINGS = tuple(ENCODING_DTYPES)
+# Sample rates facebot accepts anywhere (files, messages, raw formats): telephone 8 kHz with
+# margin up to 384 kHz studio rates. A rate outside is a lying header: 1 Hz makes 96 KB of
+# samples 13 hours long, 4294967295 Hz makes any resampler allocate without end.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4_000, 384_000
+
+
+def check_sample_rate(rate) -> int:
+    """``rate`` as an int; ``ValueError`` naming it when outside the accepted range."""
+    try:
+        value = int(rate)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"sample rate {rate!r} is not a number") from None
+    if not MIN_SAMPLE_RATE <= value <= MAX_SAMPLE_RATE:
+        raise ValueError(f"sample rate {value} Hz is outside {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE} Hz")
+    return value
 
 
 def sample_width(encoding: str) -> int:

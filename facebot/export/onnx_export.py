@@ -21,7 +21,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import time
 import warnings
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Dict, Iterable, Optional
 
 import torch
 
+from facebot.io.atomic import atomic_write_text
 from .graphs import StepGraph
 
 __all__ = ["MANIFEST", "OPSET", "weights_hash", "export_graph", "export_graphs", "read_manifest",
@@ -168,9 +168,7 @@ def export_graphs(graphs: Dict[str, StepGraph], out_dir: Path, meta: dict, preci
     manifest = {"format": FORMAT_VERSION, "opset": opset, "precision": precision,
                 "torch": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 **meta, "graphs": entries}
-    tmp = out_dir / (MANIFEST + ".partial")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out_dir / MANIFEST)
+    atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
 
 

@@ -15,6 +15,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from facebot.io.atomic import atomic_path
+
 FPS = 25
 FRAME_PERIOD_NS = 1_000_000_000 // FPS  # 40 ms
 N_EXPRESSION = 50
@@ -207,6 +209,10 @@ class FlameTrack:
     def save_npz(self, path: str | Path) -> None:
         """Writes every field, plus ``exp``/``pose`` in DualTalk's layout for other tools."""
         extra = self.to_dualtalk() if self.expression.shape[1] >= N_EXPRESSION else {}
+        with atomic_path(path) as tmp:
+            self._savez(tmp, extra)
+
+    def _savez(self, path: Path, extra: dict) -> None:
         np.savez(
             path,
             expression=self.expression,

@@ -22,6 +22,8 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Uni
 import torch
 import torch.nn as nn
 
+from facebot.io.atomic import atomic_path
+
 __all__ = ["CheckpointError", "load_state", "read_safetensors", "save_safetensors",
            "merge_per_step_keys", "check_state"]
 
@@ -105,7 +107,8 @@ def read_safetensors(path: Union[str, Path], device: str = "cpu") -> Dict[str, t
 
 def save_safetensors(tensors: Mapping[str, torch.Tensor], path: Union[str, Path]) -> None:
     from safetensors.torch import save_file
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
 
 
 class _Entry:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
+from facebot.io.atomic import atomic_write_text
 from .transformer import TransformerConfig
 
 __all__ = ["LMConfig", "load_config", "get_config", "CONFIGS", "MOSHI_7B", "MOSHI_DELAYS"]
@@ -134,7 +135,7 @@ class LMConfig:
         d = self.to_dict()
         meta = d.pop("meta")
         d.update(meta)
-        Path(path).write_text(json.dumps(d, indent=2))
+        atomic_write_text(path, json.dumps(d, indent=2))
 
     def moshi_kwargs(self) -> Dict[str, Any]:
         """Keyword arguments for moshi's ``LMModel`` giving the same network."""

@@ -63,6 +63,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from facebot.io.atomic import atomic_path
 from facebot.model.conv import StreamConv1d, StreamConvTranspose1d
 from facebot.model.transformer import StreamingTransformer, TransformerConfig
 
@@ -426,7 +427,8 @@ def save_face_codec(model: FaceCodec, path: Union[str, Path], meta: Optional[dic
     if meta:
         md.update({k: (v if isinstance(v, str) else json.dumps(v)) for k, v in meta.items()})
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(sd, str(path), metadata=md)
+    with atomic_path(path) as tmp:
+        save_file(sd, str(tmp), metadata=md)
 
 
 def load_face_codec(path: Union[str, Path], prefix: str = "") -> FaceCodec:

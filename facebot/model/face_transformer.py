@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from facebot.io.atomic import atomic_path
 from .transformer import StreamingTransformer, TransformerConfig
 
 __all__ = ["FaceTransformerConfig", "FaceTransformer", "FaceLM", "face_loss", "save_face_lm",
@@ -177,7 +178,8 @@ def save_face_lm(model: FaceLM, path: Union[str, Path], meta: Optional[dict] = N
     if meta:
         md.update({k: (v if isinstance(v, str) else json.dumps(v)) for k, v in meta.items()})
     sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(sd, str(path), metadata=md)
+    with atomic_path(path) as tmp:
+        save_file(sd, str(tmp), metadata=md)
 
 
 def load_face_lm(path: Union[str, Path]) -> FaceLM:

@@ -52,6 +52,7 @@ from facebot.perception.user_perception import (USER_FLAME_TOPIC, USER_POSITION_
                                                 UserPerception)
 from facebot.pipeline.backends import BackendOptions, make_backend
 from facebot.pipeline.duplex import DuplexLoop, LoopConfig
+from facebot.pipeline.echo_stage import EchoInputStage, EchoStageConfig
 from facebot.pipeline.playout import PlayoutTracker
 from facebot.pipeline.scripted import ScriptedConfig
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -107,7 +108,17 @@ PARAMS = (
           choices=tuple(ENCODING_DTYPES), live=True),
     Param('audio_frame_id', 'speaker', 'header.frame_id of the robot audio', live=True),
     Param('face_frame_id', 'face', 'header.frame_id of the FLAME frames', live=True),
+    Param('echo_cancellation', True,
+          "remove the robot's own voice (audio/played) from audio/in before the VAD (AEC3)",
+          live=True),
+    Param('noise_suppression', True, 'suppress steady background noise on audio/in',
+          live=True),
+    Param('high_pass_filter', True, 'high-pass filter audio/in (rumble, DC)', live=True),
+    Param('echo_delay_ms', 20.0,
+          'initial guess of the delay from an audio/played stamp to its echo in audio/in '
+          '(ms); tracked from then on', -200.0, 1000.0, live=True),
 )
+ECHO_PARAMS = ('echo_cancellation', 'noise_suppression', 'high_pass_filter', 'echo_delay_ms')
 MODEL_EXTRAS = ('weights_path', 'engine_path', 'model_config', 'temperature', 'top_k',
                 'runtime', 'precision', 'force_engine_update')
 
@@ -164,6 +175,7 @@ class DialogueNode(LifecycleNode):
         self._image = None  # (rgb array, stamp_ns)
         self.playout = PlayoutTracker()
         self.playout_delay_ns = 0
+        self.echo: EchoInputStage | None = None
 
     def make_executor(self):
         """Steps and input callbacks run in parallel groups (rclpy MultiThreadedExecutor)."""
@@ -180,8 +192,18 @@ class DialogueNode(LifecycleNode):
             self.get_logger().info(
                 f'backend {self.params["backend"]!r} has no live sampling control: '
                 f'{", ".join(sampling)} apply at the next configure')
+        echo = {k: v for k, v in changes.items() if k in ECHO_PARAMS}
+        if echo and self.echo is not None:
+            try:
+                with self._lock:
+                    self.echo.configure(**echo)
+            except ValueError as err:
+                return str(err)
         self.params.update(changes)
         return None
+
+    def _echo_stage(self) -> EchoInputStage:
+        return EchoInputStage(EchoStageConfig(**{k: self.params[k] for k in ECHO_PARAMS}))
 
     def _fresh_params(self) -> dict:
         return {p.name: self.get_parameter(p.name).value for p in PARAMS}
@@ -253,6 +275,7 @@ class DialogueNode(LifecycleNode):
         with self._lock:
             self.loop.reset(self.params['seed'])
             self.framer = AudioFramer()
+            self.echo = self._echo_stage()
             self._pending.clear()
             self.playout.reset()
             self.active = True
@@ -355,13 +378,22 @@ class DialogueNode(LifecycleNode):
                                                     (p.x, p.y, p.z))
 
     def on_played(self, msg) -> None:
-        """Audio player feedback: how long from publishing a chunk to hearing it."""
+        """Audio player feedback: how long from publishing a chunk to hearing it, and the
+        echo canceller's reference (what was heard, stamped when)."""
         try:
             heard = interfaces.stamp_to_ns(msg.header.stamp)
             key = hash(bytes(msg.data))
         except (ValueError, TypeError):
             self.counts['played_refused'] += 1
             return
+        with self._lock:
+            if self.echo is not None:
+                try:
+                    samples, rate = interfaces.audio_from_msg(msg)
+                    self.echo.add_reference(samples, rate, heard)
+                except ValueError as err:
+                    self.counts['played_refused'] += 1
+                    self.log.warning('bad_played', f'audio/played chunk refused: {err}')
         self.playout.played(key, heard)
 
     # -- the step --------------------------------------------------------------------------
@@ -393,6 +425,9 @@ class DialogueNode(LifecycleNode):
         """One DuplexLoop step on ``frame``; publishes audio, FLAME, text and state."""
         self.playout_delay_ns = self._playout_delay_ns(frame)
         t0 = time.perf_counter()
+        if self.echo is not None:
+            with self._lock:
+                frame = self.echo.process(frame)
         try:
             result = self.loop.step(frame, user_image=self._user_image(frame),
                                     playout_delay_ns=self.playout_delay_ns)
@@ -450,6 +485,8 @@ class DialogueNode(LifecycleNode):
                     'user_flame_refused'):
             values[key] = self.counts[key]
         values['played_unmatched'] = self.playout.unmatched
+        if self.echo is not None:
+            values.update({f'echo {k}': v for k, v in self.echo.stats().items()})
         if self.framer is not None:
             s = self.framer.stats
             values.update({'input gaps filled': s.gaps_filled, 'input restarts': s.restarts,
@@ -457,9 +494,12 @@ class DialogueNode(LifecycleNode):
         bad = self.counts['frames_dropped'] + self.counts['audio_refused'] + \
             self.counts['step_errors']
         level = 'error' if self.error else ('warn' if bad else 'ok')
+        message = self.error or self.state_label
+        echo = self.echo.reference_status if self.echo is not None else 'ok'
+        if echo not in ('ok', 'off') and not self.error:
+            level, message = 'warn', f'{message}; echo: {echo}'
         self.diag_pub.publish(common.diagnostic_array(
-            self, common.now_ns(self), 'duplex loop', level, self.error or self.state_label,
-            values))
+            self, common.now_ns(self), 'duplex loop', level, message, values))
 
 
 def main(args=None) -> int:

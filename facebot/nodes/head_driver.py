@@ -26,8 +26,9 @@ same time base as the FLAME stamps, which are show times) and publishes the form
 - ``joint_state``: sensor_msgs/JointState of the commands on ``head/joint_commands``
 
 E-stop: std_srvs/SetBool service ``head/set_estop`` or std_msgs/Bool on ``head/estop``.
-Limits, gains, lead and filter settings change live; the controller is rebuilt from the
-validated configuration and continues from the last command, so limits hold throughout.
+Limits, gains, lead and filter settings change live through ``HeadController.reconfigure``:
+joints brake within their old limits to a state the new ones allow, so no command steps
+beyond either.
 """
 from __future__ import annotations
 
@@ -135,7 +136,6 @@ class HeadDriverNode(Node):
         self.log = common.RateLimitedLog(self.get_logger())
         self.counts = collections.Counter()
         self.latency = common.Latency()
-        self._recent: collections.deque = collections.deque(maxlen=8)
         self._last_cmd = None
         qos = common.reliable_qos(10)
         self.pubs = {}
@@ -162,16 +162,7 @@ class HeadDriverNode(Node):
     def _apply(self, changes: dict) -> str | None:
         values = {**self.params, **changes}
         config = apply_params(self.base_config, values)  # ValueError: refused with reason
-        new = HeadController(config)
-        old = self.controller
-        if self._last_cmd is not None:
-            new.reset(self._last_cmd.positions, self._last_cmd.velocities)
-        new.set_estop(old.estop)
-        for name, value in old.counters.items():
-            new.counters[name] += value
-        for frame in self._recent:
-            new.push(frame)
-        self.controller = new
+        self.controller.reconfigure(config)
         self.params = values
         return None
 
@@ -185,9 +176,7 @@ class HeadDriverNode(Node):
             self.counts['flame_malformed'] += 1
             self.log.warning('flame', f'FLAME message refused: {err}')
             return
-        if self.controller.push(frame, received_ns=common.now_ns(self)):
-            self._recent.append(frame)
-        else:
+        if not self.controller.push(frame, received_ns=common.now_ns(self)):
             self.log.warning('refused', 'FLAME frame refused by the controller (see counters)')
 
     def on_estop_topic(self, msg) -> None:

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import logging
 import re
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterator
 
 import numpy as np
 
 from facebot import interfaces
 from facebot.audio import pcm
+from facebot.bagio import mcap_is_truncated, salvage_mcap
 from facebot.pipeline.sources import AudioChunkIn, FrameTimeline, SourceError
 
 LOG = logging.getLogger("facebot.bag")
@@ -28,6 +31,7 @@ _AUDIO_TYPES = (
     "audio_common_msgs/msg/AudioDataStamped",
 )
 _IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+MAX_STAMP_NS = (2 ** 31 - 1) * 1_000_000_000  # builtin_interfaces/Time holds int32 seconds
 
 
 @dataclass(frozen=True)
@@ -44,9 +48,10 @@ class RawAudioFormat:
         if not m:
             raise SourceError(f"--audio-format {spec!r}: expected RATE:CHANNELS:ENCODING, e.g. 16000:1:S16LE")
         fmt = cls(int(m.group(1)), int(m.group(2)), m.group(3).upper())
-        if fmt.sample_rate <= 0 or fmt.channels <= 0:
-            raise SourceError(f"--audio-format {spec!r}: rate and channels must be positive")
+        if fmt.channels <= 0:
+            raise SourceError(f"--audio-format {spec!r}: channels must be positive")
         try:
+            pcm.check_sample_rate(fmt.sample_rate)
             pcm.sample_width(fmt.encoding)
         except ValueError as err:
             raise SourceError(f"--audio-format {spec!r}: {err}") from None
@@ -73,12 +78,13 @@ class BagInput:
         if not self.path.exists():
             raise SourceError(f"{self.path}: no such bag")
         self._reader_cls = AnyReader
+        self.truncated_note = ""
+        self._salvage_dir = None
+        self.read_path = self.path  # what is read: the bag, or the readable part of a cut one
         try:
-            with AnyReader([self.path]) as reader:
-                topics = {c.topic: c.msgtype for c in reader.connections}
-                self.start_ns, self.end_ns = reader.start_time, reader.end_time
+            topics = self._open()
         except Exception as err:  # rosbags raises several types for unreadable bags
-            raise SourceError(f"{self.path}: not a readable rosbag2 ({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+            topics = self._open_salvaged(err)
         if audio_topic not in topics:
             raise SourceError(f"{self.path}: no topic {audio_topic} (topics: {', '.join(sorted(topics)) or 'none'})")
         if topics[audio_topic] not in _AUDIO_TYPES:
@@ -98,6 +104,32 @@ class BagInput:
         self.dropped = Counter()
         self.t0_ns = self.start_ns
 
+    def _open(self) -> dict[str, str]:
+        with self._reader_cls([self.read_path]) as reader:
+            self.start_ns, self.end_ns = reader.start_time, reader.end_time
+            self.message_count = sum(c.msgcount for c in reader.connections)
+            return {c.topic: c.msgtype for c in reader.connections}
+
+    def _open_salvaged(self, err: Exception) -> dict[str, str]:
+        """A bag cut short (power loss): read the part before the cut, with a note saying so."""
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        files = sorted(self.path.glob("*.mcap")) if self.path.is_dir() else [self.path]
+        if len(files) != 1 or not mcap_is_truncated(files[0]):
+            raise SourceError(f"{self.path}: not a readable rosbag2 ({reason})") from None
+        self._salvage_dir = tempfile.TemporaryDirectory(prefix="facebot-salvaged-")
+        self.read_path = Path(self._salvage_dir.name) / files[0].name
+        kept, total = salvage_mcap(files[0], self.read_path)
+        try:
+            topics = self._open()
+        except Exception as again:
+            detail = str(again).splitlines()[0] if str(again) else type(again).__name__
+            raise SourceError(f"{self.path}: not a readable rosbag2 ({reason}; the part before the cut "
+                              f"is unreadable too: {detail}); try `ros2 bag reindex`") from None
+        self.truncated_note = (f"{files[0]}: cut short (no MCAP footer: power loss?); reading the "
+                               f"{self.message_count} messages in its first {kept} of {total} bytes "
+                               f"(`ros2 bag reindex` repairs the file itself)")
+        return topics
+
     @property
     def duration_s(self) -> float:
         return max(0.0, (self.end_ns - self.start_ns) / 1e9)
@@ -105,9 +137,10 @@ class BagInput:
     def audio(self) -> Iterator[AudioChunkIn]:
         topics = [self.audio_topic] + self.info_topics
         fmt = self.audio_format
-        with self._reader_cls([self.path]) as reader:
+        with self._reader_cls([self.read_path]) as reader:
             conns = [c for c in reader.connections if c.topic in topics]
-            for conn, received_ns, raw in reader.messages(connections=conns):
+            for conn, received_ns, raw in _until_unreadable(reader.messages(connections=conns),
+                                                            lambda err: self._drop("unreadable_rest", err)):
                 try:
                     msg = reader.deserialize(raw, conn.msgtype)
                 except Exception as err:  # a corrupt record: count it and go on
@@ -128,6 +161,9 @@ class BagInput:
                 stamp = _stamp(msg, received_ns)
                 if getattr(msg, "header", None) is None:  # received when complete
                     stamp -= samples.shape[0] * 1_000_000_000 // rate
+                if not 0 <= stamp <= MAX_STAMP_NS:  # every output is a ROS message stamped from it
+                    self._drop("bad_stamp", f"stamp {stamp} ns is outside ROS time (0 .. 2038)")
+                    continue
                 yield AudioChunkIn(samples, rate, stamp)
 
     def _decode(self, msg, fmt: RawAudioFormat | None) -> tuple[np.ndarray, int]:
@@ -145,7 +181,8 @@ class BagInput:
         try:
             fmt = RawAudioFormat(int(info.sample_rate), int(info.channels), str(info.sample_format).upper())
             pcm.sample_width(fmt.encoding)
-            if fmt.sample_rate <= 0 or fmt.channels <= 0 or str(info.coding_format).lower() not in ("wave", "raw", ""):
+            pcm.check_sample_rate(fmt.sample_rate)
+            if fmt.channels <= 0 or str(info.coding_format).lower() not in ("wave", "raw", ""):
                 raise ValueError(f"unsupported AudioInfo {info}")
             return fmt
         except (ValueError, AttributeError) as err:
@@ -161,6 +198,15 @@ class BagInput:
         return BagCamera(self) if self.camera_topic else None
 
 
+def _until_unreadable(messages, on_error):
+    """The bag's messages until reading fails (a corrupt chunk, a cut file): ``on_error(err)``
+    once, then the end, so a damaged bag is read as far as it is readable."""
+    try:
+        yield from messages
+    except Exception as err:  # rosbags raises several types for damaged data
+        on_error(err)
+
+
 class BagAudioStream:
     """A bag's audio as a session source (iterable of chunks, with ``t0_ns`` and duration)."""
 
@@ -168,7 +214,8 @@ class BagAudioStream:
         self.bag = bag
         self.t0_ns = bag.t0_ns
         self.duration_s = bag.duration_s
-        self.info = None
+        # the session copies a truncation note into summary.json, as for a truncated WAV
+        self.info = SimpleNamespace(truncated_note=bag.truncated_note) if bag.truncated_note else None
 
     @property
     def dropped(self) -> Counter:
@@ -183,12 +230,16 @@ class BagCamera:
 
     def __init__(self, bag: BagInput) -> None:
         self._bag = bag
-        self._reader = bag._reader_cls([bag.path])
+        self._reader = bag._reader_cls([bag.read_path])
         self._reader.open()
         conns = [c for c in self._reader.connections if c.topic == bag.camera_topic]
-        self._messages = self._reader.messages(connections=conns)
+        self._messages = _until_unreadable(self._reader.messages(connections=conns), self._unreadable)
         self._timeline = FrameTimeline(self._read)
-        self.dropped = 0
+        self.dropped = 0  # undecodable or malformed images, and the unreadable rest of a bag
+
+    def _unreadable(self, err) -> None:
+        self.dropped += 1
+        LOG.warning("camera: the rest of %s is unreadable: %s", self._bag.camera_topic, err)
 
     def _read(self):
         import cv2

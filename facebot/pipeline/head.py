@@ -23,10 +23,23 @@ TOPICS = {
 
 
 class HeadDriver:
+    """Ticks the controller every control period of the capture timeline.
+
+    A jump in the capture stamps is a discontinuity, not time to fill: forward, the head gets
+    the commands of at most ``catch_up_ns`` (the watchdog trips and eases to neutral, as it
+    would on the robot), then the timeline restarts at the new time; backward, the controller
+    restarts from its last command on the new time base. Both are counted in
+    ``timeline_restarts``, so a stamp 60 years ahead costs a few hundred commands, not 10^11.
+    """
+
     def __init__(self, controller: HeadController) -> None:
         self.controller = controller
-        self.period_ns = int(round(1e9 / controller.config.control_rate_hz))
+        cfg = controller.config
+        self.period_ns = int(round(1e9 / cfg.control_rate_hz))
+        self.catch_up_ns = int((cfg.watchdog_timeout_s + cfg.neutral_ease_s + 1.0) * 1e9)
+        self.timeline_restarts = 0
         self._next_tick: int | None = None
+        self._last: JointCommand | None = None
 
     @property
     def lead_ms(self) -> float:
@@ -36,13 +49,33 @@ class HeadDriver:
         """Ticks up to ``now_ns``, then takes the step's frames (which arrive at ``now_ns``)."""
         if self._next_tick is None:
             self._next_tick = result.capture_stamp_ns
+        elif result.capture_stamp_ns < self._next_tick - 2 * self.period_ns:
+            self._restart_backward(result.capture_stamp_ns)
         commands = []
-        while self._next_tick <= now_ns:
-            commands.append(self.controller.tick(self._next_tick))
-            self._next_tick += self.period_ns
+        if now_ns - self._next_tick > self.catch_up_ns:
+            commands += self._ticks_until(self._next_tick + self.catch_up_ns)
+            self.timeline_restarts += 1
+            self._next_tick = now_ns
+        commands += self._ticks_until(now_ns)
         for frame in result.flame:
             self.controller.push(frame, received_ns=now_ns)
         return commands
+
+    def _ticks_until(self, end_ns: int) -> list[JointCommand]:
+        commands = []
+        while self._next_tick <= end_ns:
+            commands.append(self.controller.tick(self._next_tick))
+            self._next_tick += self.period_ns
+        if commands:
+            self._last = commands[-1]
+        return commands
+
+    def _restart_backward(self, stamp_ns: int) -> None:
+        """The clock went back: frames and ticks of the old time base mean nothing now."""
+        last = self._last
+        self.controller.reset(None if last is None else last.positions, None if last is None else last.velocities)
+        self.timeline_restarts += 1
+        self._next_tick = stamp_ns
 
 
 def command_messages(commands: list[JointCommand], controller: HeadController) -> list[tuple[str, int, object]]:

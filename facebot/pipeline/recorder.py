@@ -2,7 +2,8 @@
 
 Everything is written into ``<out>.partial`` and renamed to ``<out>`` only when the session
 ends cleanly, so a folder that exists under its final name is always complete; a failed
-session leaves nothing behind.
+session leaves nothing behind. With ``replace`` (``--force``, checked by
+``facebot.io.outputs.check_replaceable``) an earlier output is swapped out only then.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from facebot.audio.files import write_wav
 from facebot.audio.framing import FRAME_NS, MODEL_RATE
 from facebot.bagio import BagRecorder
 from facebot.face.flame import FlameTrack
+from facebot.io.atomic import atomic_write_text
+from facebot.io.outputs import publish
 from facebot.pipeline import head as head_io
 from facebot.pipeline.duplex import StepResult
 from facebot.pipeline.head import HeadDriver
@@ -34,11 +37,11 @@ USER_FLAME_TOPIC = "/face/user_flame"  # the user's perceived face on the model'
 class SessionRecorder:
     def __init__(self, out_dir: str | Path, backend: str, with_video: bool = False,
                  head: HeadDriver | None = None, renderer=None, deterministic: bool = False,
-                 plot: bool = True) -> None:
+                 plot: bool = True, replace: bool = False) -> None:
         """``head`` adds joint commands (CSV + bag topics); ``renderer`` (FLAME -> RGB) adds
         the face-display video; ``plot`` the session.png."""
         self.out_dir = Path(out_dir)
-        if self.out_dir.exists():
+        if self.out_dir.exists() and not replace:
             raise FileExistsError(f"{self.out_dir}: output folder already exists")
         self.partial = self.out_dir.with_name(self.out_dir.name + ".partial")
         if self.partial.exists():
@@ -155,10 +158,10 @@ class SessionRecorder:
                    "robot_lead_samples": self._lead_samples, "bag_counts": dict(self.bag.counts)}
         if self.head is not None:
             summary["head"] = {"lead_ms": self.head.lead_ms, "commands": len(self._commands),
+                               "timeline_restarts": self.head.timeline_restarts,
                                "counters": dict(self.head.controller.counters)}
-        (self.partial / "summary.json").write_text(json.dumps(summary, indent=2))
-        self.partial.rename(self.out_dir)
-        return self.out_dir
+        atomic_write_text(self.partial / "summary.json", json.dumps(summary, indent=2))
+        return publish(self.partial, self.out_dir)
 
     def _write_plot(self, robot, user, track: FlameTrack) -> None:
         from facebot.pipeline.plots import plot_session

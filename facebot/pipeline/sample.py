@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facebot.io.atomic import atomic_path, atomic_write_text
 from facebot.audio.espeak import EspeakVoice
 from facebot.audio.files import write_wav
 from facebot.audio.framing import MODEL_RATE
@@ -91,11 +92,10 @@ def make_sample_conversation(path: str | Path, robot: ScriptedConfig | None = No
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.wav")
-    write_wav(tmp, np.concatenate(pieces), MODEL_RATE)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        write_wav(tmp, np.concatenate(pieces), MODEL_RATE)
     layout = {"sample_rate": MODEL_RATE, "user_voice": USER_VOICE, "turns": [asdict(x) for x in turns]}
-    path.with_suffix(".json").write_text(json.dumps(layout, indent=2))
+    atomic_write_text(path.with_suffix(".json"), json.dumps(layout, indent=2))
     return turns
 
 

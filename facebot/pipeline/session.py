@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from facebot.audio.framing import FRAME_NS, FRAME_SAMPLES, AudioFrame, AudioFramer
+from facebot.audio.framing import FRAME_NS, FRAME_SAMPLES, MODEL_RATE, AudioFrame, AudioFramer
 from facebot.pipeline.duplex import DuplexLoop, StepResult
+from facebot.pipeline.echo_side import EchoSide, EchoTrace
 from facebot.pipeline.recorder import SessionRecorder
-from facebot.pipeline.sources import FileAudioSource, MicrophoneSource, Pacer, VideoSource
+from facebot.pipeline.sources import FileAudioSource, MicrophoneSource, Pacer, SourceError, VideoSource
 
-STAGES = ("vad", "perception", "backend", "face", "record", "step")
+STAGES = ("echo", "vad", "perception", "backend", "face", "record", "step")
 DRAIN_MAX_FRAMES = 125  # at most 10 s of the robot finishing after the input ends
 
 
@@ -30,6 +31,7 @@ class SessionReport:
     timings_ms: dict[str, list[float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
+    echo: dict | None = None  # what the echo canceller did (and achieved, in a simulated room)
 
     @property
     def real_time_factor(self) -> float:
@@ -72,16 +74,24 @@ def run_session(
     renderer=None,
     deterministic: bool = False,
     plot: bool = True,
+    echo=None,
+    room=None,
+    replace: bool = False,
 ) -> SessionReport:
     """Runs the loop over the whole source and writes the session folder.
 
     ``head`` (a HeadDriver) adds actuator commands; ``renderer`` adds the face video.
     ``deterministic`` keeps wall-clock measurements out of the bag, so that the same input
     and seed give an identical bag (they stay in summary.json). ``plot`` False skips
-    session.png (batch runs such as `facebot eval --scenarios --no-plot`).
+    session.png (batch runs such as `facebot eval --scenarios --no-plot`). ``echo`` (an
+    EchoInputStage) cleans each microphone frame of the robot's voice before the loop hears
+    it; ``room`` (an EchoRoom) plays the robot's voice back into the microphone. ``replace``:
+    an existing ``out_dir`` (checked replaceable by the caller) is swapped out at the end.
     """
     recorder = SessionRecorder(out_dir, loop.backend.describe(), with_video=video is not None,
-                               head=head, renderer=renderer, deterministic=deterministic, plot=plot)
+                               head=head, renderer=renderer, deterministic=deterministic, plot=plot,
+                               replace=replace)
+    io = EchoSide(echo, room, EchoTrace() if room is not None else None)
     framer = AudioFramer()
     timings: dict[str, list[float]] = {s: [] for s in STAGES}
     total_frames = None
@@ -96,11 +106,12 @@ def run_session(
             if pacer is not None:
                 pacer.wait_until((chunk.stamp_ns - source.t0_ns) / 1e9)
             for frame in framer.push(chunk.samples, chunk.sample_rate, chunk.stamp_ns):
-                last = _step(loop, frame, video, speaker, recorder, timings, bar)
+                last = _step(loop, frame, video, speaker, recorder, timings, bar, io)
         for frame in framer.flush():
-            last = _step(loop, frame, video, speaker, recorder, timings, bar)
-        if last is not None:
-            _drain(loop, last, video, speaker, recorder, timings, bar)
+            last = _step(loop, frame, video, speaker, recorder, timings, bar, io)
+        if last is None:  # e.g. a bag whose audio topic is empty, or all of it dropped
+            raise SourceError(f"no usable audio in the input{_drops(source)}; nothing written")
+        _drain(loop, last, video, speaker, recorder, timings, bar, io)
         compute_s = time.perf_counter() - t_start
         report = SessionReport(
             out_dir=Path(out_dir),
@@ -108,12 +119,20 @@ def run_session(
             audio_s=recorder.frames * FRAME_NS / 1e9,
             compute_s=compute_s,
             timings_ms=timings,
-            counters=_counters(loop, framer, source),
+            counters=_counters(loop, framer, source, video),
         )
         info = getattr(source, "info", None)
         if info is not None and info.truncated_note:
             report.notes.append(info.truncated_note)
-        recorder.finish(_summary(report, loop))
+        summary = _summary(report, loop)
+        if io.stage is not None or io.room is not None:
+            summary["echo"] = io.summary()
+            report.echo = summary["echo"]
+            from facebot.audio.files import write_wav
+
+            write_wav(recorder.partial / "mic.wav", np.concatenate(io.mic) if io.mic else np.zeros(0, np.float32),
+                      MODEL_RATE)
+        recorder.finish(summary)
         return report
     except BaseException:
         recorder.abort()
@@ -125,7 +144,7 @@ def run_session(
             video.close()
 
 
-def _step(loop, frame, video, speaker, recorder, timings, bar) -> StepResult:
+def _step(loop, frame, video, speaker, recorder, timings, bar, io) -> StepResult:
     image = image_stamp = None
     if video is not None:
         got = video.frame_at(frame.stamp_ns + FRAME_NS)
@@ -136,21 +155,26 @@ def _step(loop, frame, video, speaker, recorder, timings, bar) -> StepResult:
     if speaker is not None:
         # Live: the output is heard when the speaker says, not when the file timeline says.
         delay_ns = max(0, speaker.expected_delay_ns(frame.stamp_ns + FRAME_NS))
+    frame, echo_ms = io.before_step(frame)
     result: StepResult = loop.step(frame, user_image=image, playout_delay_ns=delay_ns,
                                    user_image_stamp_ns=image_stamp)
+    if echo_ms is not None:
+        result.timings_ms["echo"] = echo_ms
     if speaker is not None:
         speaker.play(result.robot_audio)
+    io.after_step(result)
     t0 = time.perf_counter()
     recorder.add(result)
     result.timings_ms["record"] = (time.perf_counter() - t0) * 1000.0
     for stage in STAGES:
-        timings[stage].append(result.timings_ms.get(stage, 0.0))
+        if stage in result.timings_ms:
+            timings[stage].append(result.timings_ms[stage])
     if bar is not None:
         bar.update(1)
     return result
 
 
-def _drain(loop, last: StepResult, video, speaker, recorder, timings, bar) -> None:
+def _drain(loop, last: StepResult, video, speaker, recorder, timings, bar, io) -> None:
     """Feeds silence after the input ends until the robot has finished its sentence."""
     stamp, index = last.capture_stamp_ns, last.index
     for _ in range(DRAIN_MAX_FRAMES):
@@ -159,12 +183,21 @@ def _drain(loop, last: StepResult, video, speaker, recorder, timings, bar) -> No
         stamp += FRAME_NS
         index += 1
         silence = AudioFrame(np.zeros(FRAME_SAMPLES, np.float32), stamp, index, filled_ns=FRAME_NS)
-        last = _step(loop, silence, video, speaker, recorder, timings, bar)
+        last = _step(loop, silence, video, speaker, recorder, timings, bar, io)
 
 
-def _counters(loop: DuplexLoop, framer: AudioFramer, source) -> dict[str, int]:
+def _drops(source) -> str:
+    dropped = getattr(source, "dropped", None)
+    if hasattr(dropped, "items") and sum(dropped.values()):
+        return " (dropped: " + ", ".join(f"{v} {k}" for k, v in sorted(dropped.items())) + ")"
+    return ""
+
+
+def _counters(loop: DuplexLoop, framer: AudioFramer, source, video=None) -> dict[str, int]:
     dropped = getattr(source, "dropped", 0)  # a per-reason Counter (bags) or a count (microphone)
     counters = {f"input_dropped_{k}": v for k, v in dropped.items()} if hasattr(dropped, "items") else {"input_dropped": int(dropped)}
+    if video is not None and hasattr(video, "dropped"):  # a bag's camera: undecodable images
+        counters["camera_dropped"] = int(video.dropped)
     counters.update({
         "input_gaps_filled": framer.stats.gaps_filled,
         "input_restarts": framer.stats.restarts,

@@ -25,6 +25,14 @@ the invariant, so a feasible command exists at every tick, whatever the input or
 period. Within those bounds it tracks the target dead-beat (the commanded position equals the
 target whenever the target is reachable at the limits), so it adds no lag to feasible motion;
 far from the target it follows the time-optimal braking curve, so it never overshoots.
+Live limit changes (``HeadController.reconfigure``, the node's parameters): a joint whose
+state satisfies the new limits follows them at once; any other joint first brakes to rest at
+the acceleration limit it was moving under, inside the range it was moving in (its invariant
+guarantees that), its speed never growing; if it then rests outside the new range, it moves
+straight into it at the smaller of the old and new velocity and acceleration limits, within
+the hull of both ranges. From its first state that satisfies the new limits on, it follows
+them. So no command steps beyond the old limits while braking, the stricter of the two while
+moving into the new range, and the new ones after.
 Acceleration is bang-bang when saturated (no jerk limit): "jerk-free-ish" only in that the
 target path itself is C1 (Hermite interpolation, one-euro smoothing, min-jerk ease).
 Measured on the reference head (test/test_actuators.py): syllable-like jaw motion at 3-6 Hz,
@@ -401,6 +409,9 @@ def _reach_velocity(e: np.ndarray, dt: float, amax: np.ndarray) -> np.ndarray:
     return 2.0 * e / (dt + np.sqrt(dt * dt + 2.0 * np.abs(e) / amax))
 
 
+SETTLED, BRAKING, ENTERING = 0, 1, 2  # per-joint phase of a live limit change
+
+
 class SecondOrderLimiter:
     """Position/velocity/acceleration limiter with the "can always stop" invariant.
 
@@ -410,15 +421,31 @@ class SecondOrderLimiter:
     ``[lower, upper]``; then integrates ``p' = p + v' dt``. ``track(x, xd, dt)`` is the
     desired velocity that reaches target ``x`` (moving at ``xd``) this step when it can, and
     otherwise approaches it on the braking curve without overshoot.
+
+    ``retarget(...)`` changes the limits live without a step beyond them (see its docstring).
     """
 
     def __init__(self, lower, upper, vmax, amax) -> None:
-        self.lower = np.asarray(lower, np.float64)
-        self.upper = np.asarray(upper, np.float64)
-        self.vmax = np.asarray(vmax, np.float64)
-        self.amax = np.asarray(amax, np.float64)
+        self._set_limits(lower, upper, vmax, amax)
         self.p = np.clip(np.zeros_like(self.lower), self.lower, self.upper)
         self.v = np.zeros_like(self.lower)
+        self._settle()
+
+    def _set_limits(self, lower, upper, vmax, amax) -> None:
+        self.lower = np.asarray(lower, np.float64).copy()
+        self.upper = np.asarray(upper, np.float64).copy()
+        self.vmax = np.asarray(vmax, np.float64).copy()
+        self.amax = np.asarray(amax, np.float64).copy()
+
+    def _settle(self) -> None:
+        """Every joint under the current limits: no live change in progress."""
+        self.phase = np.full(self.lower.shape, SETTLED)
+        self._base = self.limits
+
+    @property
+    def limits(self) -> tuple[np.ndarray, ...]:
+        """The configured ``(lower, upper, vmax, amax)`` arrays."""
+        return self.lower.copy(), self.upper.copy(), self.vmax.copy(), self.amax.copy()
 
     def reset(self, positions, velocities=None) -> None:
         p = np.asarray(positions, np.float64).copy()
@@ -431,27 +458,72 @@ class SecondOrderLimiter:
         v_hi = np.sqrt(2.0 * self.amax * (self.upper - self.p))
         v_lo = -np.sqrt(2.0 * self.amax * (self.p - self.lower))
         self.v = np.clip(v, v_lo, v_hi)
+        self._settle()
+
+    def feasible(self, limits=None) -> np.ndarray:
+        """Per joint: whether the state satisfies ``limits`` (default: the configured ones),
+        invariant included (within 1e-9 for rounding)."""
+        lo, hi, vmax, amax = self.limits if limits is None else limits
+        stop = self.p + self.v * np.abs(self.v) / (2.0 * amax)
+        tol = 1e-9
+        return ((self.p >= lo - tol) & (self.p <= hi + tol) & (np.abs(self.v) <= vmax + tol)
+                & (stop >= lo - tol) & (stop <= hi + tol))
+
+    def retarget(self, lower, upper, vmax, amax) -> None:
+        """Live limit change. A joint whose state satisfies the new limits switches at once.
+        Any other joint first brakes to rest within the limits it moved under (``BRAKING``:
+        their invariant makes that stop inside their range), then, if it rests outside the
+        new range, moves into it at the stricter of both velocity and acceleration limits
+        (``ENTERING``); it switches to the new limits at the first state that satisfies
+        them. A change during a change starts from the limits of the joint's last step."""
+        used = self._step_limits()
+        self._set_limits(lower, upper, vmax, amax)
+        ok = self.feasible()
+        self._base = tuple(np.where(ok, n, u) for n, u in zip(self.limits, used))
+        self.phase = np.where(ok, SETTLED, np.where(self.v == 0.0, ENTERING, BRAKING))
+
+    def _advance_phase(self) -> None:
+        """Joints that now satisfy the new limits switch; braking joints at rest start entering."""
+        ok = self.feasible()
+        braked = (self.phase == BRAKING) & (self.v == 0.0)
+        self.phase = np.where(ok, SETTLED, np.where(braked, ENTERING, self.phase))
+
+    def _step_limits(self) -> tuple[np.ndarray, ...]:
+        """Per joint, the limits of the next step: configured (settled), the base ones
+        (braking), or entering: the hull of both ranges, the smaller vmax and amax."""
+        new, base = self.limits, self._base
+        entering = (np.minimum(base[0], new[0]), np.maximum(base[1], new[1]),
+                    np.minimum(base[2], new[2]), np.minimum(base[3], new[3]))
+        return tuple(np.where(self.phase == SETTLED, n, np.where(self.phase == BRAKING, b, e))
+                     for n, b, e in zip(new, base, entering))
 
     def stopping_point(self) -> np.ndarray:
         return self.p + self.v * np.abs(self.v) / (2.0 * self.amax)
 
-    def track(self, x: np.ndarray, xd: np.ndarray, dt: float) -> np.ndarray:
+    def track(self, x: np.ndarray, xd: np.ndarray, dt: float, amax: np.ndarray | None = None) -> np.ndarray:
         e = (x - self.p) - xd * dt
-        return xd + _reach_velocity(e, dt, self.amax)
+        return xd + _reach_velocity(e, dt, self.amax if amax is None else amax)
 
     def step(self, v_desired: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if np.any(self.phase != SETTLED):
+            self._advance_phase()
+        lower, upper, vmax, amax = self._step_limits()
         p, v = self.p, self.v
-        dv = self.amax * dt
-        lo = np.maximum(np.maximum(v - dv, -self.vmax), _reach_velocity(self.lower - p, dt, self.amax))
-        hi = np.minimum(np.minimum(v + dv, self.vmax), _reach_velocity(self.upper - p, dt, self.amax))
         vd = np.where(np.isfinite(v_desired), v_desired, 0.0)
+        if np.any(self.phase != SETTLED):  # braking joints stop; entering ones head for the new range
+            inside = np.clip(p, self.lower, self.upper)
+            vd = np.where(self.phase == BRAKING, 0.0, vd)
+            vd = np.where(self.phase == ENTERING, self.track(inside, np.zeros_like(p), dt, amax), vd)
+        dv = amax * dt
+        lo = np.maximum(np.maximum(v - dv, -vmax), _reach_velocity(lower - p, dt, amax))
+        hi = np.minimum(np.minimum(v + dv, vmax), _reach_velocity(upper - p, dt, amax))
         v_new = np.minimum(np.maximum(vd, lo), hi)
         # rounding can make the set look empty right at a bound: brake, which is always allowed
         brake = v - np.sign(v) * np.minimum(dv, np.abs(v))
         v_new = np.where(lo <= hi, v_new, brake)
-        p_new = np.clip(p + v_new * dt, self.lower, self.upper)
+        p_new = np.clip(p + v_new * dt, lower, upper)
         v_new = (p_new - p) / dt  # exactly what consecutive positions show
-        a = np.clip((v_new - v) / dt, -self.amax, self.amax)
+        a = np.clip((v_new - v) / dt, -amax, amax)
         if not (np.isfinite(p_new).all() and np.isfinite(v_new).all()):
             raise FloatingPointError("limiter produced a non-finite state")
         self.p, self.v = p_new, v_new
@@ -486,6 +558,7 @@ COUNTER_NAMES = (
     "frames_accepted", "frames_refused", "refused_non_finite", "refused_out_of_range",
     "refused_bad_stamp", "refused_late", "frames_duplicate", "frames_out_of_order",
     "watchdog_trips", "estop_activations", "clock_stalls", "ticks", "limiter_faults",
+    "live_changes",
 )
 
 
@@ -498,6 +571,14 @@ class HeadController:
     """
 
     def __init__(self, config: HeadConfig) -> None:
+        self._configure(config)
+        self._filter = self._make_filter(config)
+        self._limiter = SecondOrderLimiter(self.lower, self.upper, self.max_velocity, self.max_acceleration)
+        self.counters: dict[str, int] = {name: 0 for name in COUNTER_NAMES}
+        self.reset()
+
+    def _configure(self, config: HeadConfig) -> None:
+        """Everything derived from the configuration alone (no stream or motion state)."""
         self.config = config
         joints = config.joints
         self.joint_names: tuple[str, ...] = config.joint_names
@@ -507,25 +588,39 @@ class HeadController:
         self.max_velocity = np.array([j.max_velocity for j in joints])
         self.max_acceleration = np.array([j.max_acceleration for j in joints])
         self._m, self._b = mapping_matrix(config)
-        self._used_expression = max((t.index + 1 for j in joints for t in j.expression
-                                     if t.field == "expression"), default=0)
-        f = config.filter
+        self._period_s = 1.0 / config.control_rate_hz
+        self._lead_ns = int(round(config.lead_ms * 1e6))
+        self._timeout_ns = int(round(config.watchdog_timeout_s * 1e9))
+        self._ease_s = config.ease_duration_s
+
+    @staticmethod
+    def _make_filter(config: HeadConfig):
+        f, joints = config.filter, config.joints
         if f.kind == "one_euro":
-            self._filter = OneEuroFilter(
+            return OneEuroFilter(
                 len(joints),
                 [f.min_cutoff_hz if j.min_cutoff_hz is None else j.min_cutoff_hz for j in joints],
                 [f.beta if j.beta is None else j.beta for j in joints],
                 f.d_cutoff_hz,
             )
-        else:
-            self._filter = PassThrough(len(joints))
-        self._limiter = SecondOrderLimiter(self.lower, self.upper, self.max_velocity, self.max_acceleration)
-        self._period_s = 1.0 / config.control_rate_hz
-        self._lead_ns = int(round(config.lead_ms * 1e6))
-        self._timeout_ns = int(round(config.watchdog_timeout_s * 1e9))
-        self._ease_s = config.ease_duration_s
-        self.counters: dict[str, int] = {name: 0 for name in COUNTER_NAMES}
-        self.reset()
+        return PassThrough(len(joints))
+
+    def reconfigure(self, config: HeadConfig) -> None:
+        """Live change of limits, mapping, filter, timing: keeps the motion, the stream, the
+        e-stop and the counters. The limits change through ``SecondOrderLimiter.retarget``
+        (joints brake within their old limits to a state the new ones allow, then follow the
+        new ones), so no command steps beyond them. Frames already received are re-mapped; the
+        filter restarts from its current output. The joints themselves cannot change."""
+        if config.joint_names != self.joint_names:
+            raise ValueError("a live change cannot add, remove or reorder joints "
+                             f"(have {', '.join(self.joint_names)})")
+        filtered = self._filter.value
+        self.counters["live_changes"] += 1
+        self._configure(config)
+        self._filter = self._make_filter(config)
+        self._filter.reset(filtered)
+        self._limiter.retarget(self.lower, self.upper, self.max_velocity, self.max_acceleration)
+        self._ease = None  # re-planned under the new limits at the next easing tick
 
     # -- state -------------------------------------------------------------------------------
 
@@ -534,7 +629,7 @@ class HeadController:
         self._limiter.reset(self.neutral if positions is None else positions, velocities)
         self._filter.reset()
         self._stamps: list[int] = []
-        self._values: list[np.ndarray] = []
+        self._features: list[np.ndarray] = []  # frame_features of each kept frame
         self._last_tick_ns: int | None = None
         self._last_rx_ns: int | None = None
         self._rx_pending = False
@@ -549,6 +644,11 @@ class HeadController:
     @property
     def mode(self) -> str:
         return self._mode
+
+    @property
+    def joints_changing_limits(self) -> int:
+        """How many joints are still braking or moving into the limits of a live change."""
+        return int(np.count_nonzero(self._limiter.phase != SETTLED))
 
     @property
     def estop(self) -> bool:
@@ -573,22 +673,22 @@ class HeadController:
             self.counters[reason] += 1
             return False
         stamp = int(frame.stamp_ns)
-        values = self._b + self._m @ frame_features(frame)
-        if not np.isfinite(values).all():  # cannot happen within the input limits; be sure
+        features = frame_features(frame)
+        if not np.isfinite(self._b + self._m @ features).all():  # cannot happen within the input limits; be sure
             self.counters["frames_refused"] += 1
             self.counters["refused_non_finite"] += 1
             return False
         i = bisect.bisect_left(self._stamps, stamp)
         if i < len(self._stamps) and self._stamps[i] == stamp:
-            self._values[i] = values
+            self._features[i] = features
             self.counters["frames_duplicate"] += 1
         else:
             if i < len(self._stamps):
                 self.counters["frames_out_of_order"] += 1
             self._stamps.insert(i, stamp)
-            self._values.insert(i, values)
+            self._features.insert(i, features)
             if len(self._stamps) > 4 * FPS * 10:  # 10 s at four times the frame rate
-                del self._stamps[0], self._values[0]
+                del self._stamps[0], self._features[0]
         self.counters["frames_accepted"] += 1
         if received_ns is not None:
             self._last_rx_ns = int(received_ns) if self._last_rx_ns is None else max(self._last_rx_ns, int(received_ns))
@@ -628,10 +728,10 @@ class HeadController:
         """Targets at ``t_ns``: cubic Hermite through the frames (Catmull-Rom tangents from the
         neighbours, one-sided at the ends), holding the end frames outside; drops frames no
         longer needed (keeps two before ``t_ns`` for the tangent)."""
-        s, y = self._stamps, self._values
+        s, y = self._stamps, self._features
         i = bisect.bisect_right(s, t_ns)
         if i == 0:
-            return y[0].copy()
+            return self._b + self._m @ y[0]
         if i == len(s):
             out = y[-1].copy()
         else:
@@ -647,7 +747,7 @@ class HeadController:
                    + (-2 * u3 + 3 * u2) * y1 + (u3 - u2) * h * m1)
         if i > 2:
             del s[:i - 2], y[:i - 2]
-        return out
+        return self._b + self._m @ out
 
     # -- control -----------------------------------------------------------------------------
 

@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from facebot.io.atomic import atomic_path
 from facebot.robot.actuators import (
     FEATURE_DIM, FIELD_SIZES, FIELDS, HeadConfig, Term, config_to_dict, feature_index,
     load_head_config,
@@ -321,8 +322,9 @@ def run(samples_path, config_path, out_path, fields: str | None = None, force: b
     new, fits = calibrate(config, samples, field_list, weight_bound, ridge, min_weight)
     text = config_yaml(new, leading_comments(config_path))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    load_head_config(out)  # what was written reads back
+    with atomic_path(out) as tmp:  # a full disk or a bad write leaves the old file as it was
+        tmp.write_text(text)
+        load_head_config(tmp)  # what was written reads back, before it replaces anything
     return format_report(fits) + f"\nwrote {out}"
 
 
@@ -366,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     ref.add_argument("--n", type=int, default=2000)
     ref.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    np.savez(args.out, **reference_samples(args.n, args.seed))
+    with atomic_path(args.out) as tmp:
+        np.savez(tmp, **reference_samples(args.n, args.seed))
     print(f"wrote {args.out}")
     return 0
 

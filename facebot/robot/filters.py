@@ -51,6 +51,11 @@ class OneEuroFilter:
     def primed(self) -> bool:
         return self._x is not None
 
+    @property
+    def value(self) -> np.ndarray | None:
+        """The last output (None before the first sample): what a replacement filter restarts from."""
+        return None if self._x is None else self._x.copy()
+
     def __call__(self, x: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(x, np.float64)
         if self._x is None or not dt > 0:
@@ -78,6 +83,11 @@ class PassThrough:
     @property
     def primed(self) -> bool:
         return self._x is not None
+
+    @property
+    def value(self) -> np.ndarray | None:
+        """The last output (None before the first sample): what a replacement filter restarts from."""
+        return None if self._x is None else self._x.copy()
 
     def __call__(self, x: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
         x = np.asarray(x, np.float64)

@@ -54,6 +54,7 @@ from typing import Any
 
 import numpy as np
 
+from facebot.io.atomic import atomic_path
 from facebot.face.flame import FlameFrame
 
 __all__ = [
@@ -330,9 +331,8 @@ def convert_flame_pickle(src: str | Path, dst: str | Path, *, i_trust_this_file:
         raise FlameModelError(f"{dst}: already exists (use --force to replace it)")
     arrays = _validated(read_flame_pickle(src, i_trust_this_file=i_trust_this_file), str(src))
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".part.npz")
-    np.savez(tmp, format=np.array(NPZ_FORMAT), **arrays)
-    tmp.replace(dst)
+    with atomic_path(dst) as tmp:
+        np.savez(tmp, format=np.array(NPZ_FORMAT), **arrays)
     k = arrays["shapedirs"].shape[2]
     n_shape = int(arrays["n_shape"])
     return {

@@ -20,11 +20,12 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, List, Mapping, Optional, Tuple
+
+from facebot.io.atomic import atomic_write_bytes
 
 __all__ = ["EngineKey", "EngineCache", "file_hash", "config_hash", "write_atomic"]
 
@@ -108,16 +109,7 @@ def _safe(text: str) -> str:
 def write_atomic(path: Path, data) -> None:
     """Write to a temporary file beside ``path``, flush it to disk, then rename it over ``path``:
     a reader sees the old file or the whole new one, and a failure leaves no partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)
 
 
 class EngineCache:

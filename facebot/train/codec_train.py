@@ -33,7 +33,6 @@ stand-in corpus for tests and the sweep bench).
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ from typing import List, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from facebot.io.atomic import atomic_path
 from facebot.model.face_codec import (
     LIP_DIMS,
     FaceCodec,
@@ -131,9 +131,8 @@ def _save_checkpoint(path: Path, model: FaceCodec, opt: torch.optim.Optimizer,
     t["rng"] = gen.get_state().clone()
     md = {"format": _FORMAT, "config": json.dumps(model.cfg.to_dict()), "step": str(step),
           "train": json.dumps(train_args)}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(t, str(tmp), metadata=md)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(t, str(tmp), metadata=md)
 
 
 def _load_checkpoint(path: Path, model: FaceCodec, opt: torch.optim.Optimizer,

@@ -50,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
+from facebot.io.atomic import atomic_write_bytes, atomic_write_text
 from facebot.audio.files import write_wav
 from facebot.audio.timing import PhonemeSpan, WordSpan
 from facebot.face.cues import FaceCue
@@ -363,7 +364,7 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
             data = io.BytesIO()
             np.lib.format.write_array(data, np.asanyarray(arr), allow_pickle=False)
             zf.writestr(info, data.getvalue())
-    path.write_bytes(buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _track_arrays(track: FlameTrack, speaking: np.ndarray) -> dict[str, np.ndarray]:
@@ -385,7 +386,7 @@ def _track_arrays(track: FlameTrack, speaking: np.ndarray) -> dict[str, np.ndarr
 
 
 def _dump_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 def load_manifest(root: str | Path) -> dict:

@@ -56,6 +56,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facebot.io.atomic import atomic_path
 from ..model.codec import MimiCodec, MimiConfig
 from ..model.configs import get_config
 from ..model.face_codec import FaceCodec
@@ -343,9 +344,9 @@ def save_checkpoints(out_dir: Union[str, Path], face_lm: FaceLM, lm: Optional[LM
     out.mkdir(parents=True, exist_ok=True)
     save_face_lm(face_lm, out / f"{name}.safetensors", meta)
     if lm is not None:
-        save_file({k: v.detach().contiguous() for k, v in lm.state_dict().items()},
-                  str(out / f"{name}_lm.safetensors"),
-                  metadata={"note": "tiny LM weights after joint training", **{k: json.dumps(v) for k, v in (meta or {}).items()}})
+        with atomic_path(out / f"{name}_lm.safetensors") as tmp:
+            save_file({k: v.detach().contiguous() for k, v in lm.state_dict().items()}, str(tmp),
+                      metadata={"note": "tiny LM weights after joint training", **{k: json.dumps(v) for k, v in (meta or {}).items()}})
 
 
 def make_lm(seed: int = 0) -> LMModel:
