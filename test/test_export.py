@@ -230,3 +230,30 @@ def test_model_backend_runs_on_onnxruntime(exported, tmp_path):
         sampled.update_options(top_k=7)
     sampled.update_options(temperature=0.5)  # live temperature changes need no new graph
     assert sampled.graph_step.sampling.temp == 0.5
+
+
+def test_user_face_tokens_reach_the_graphs_as_the_torch_step(exported):
+    """The user's face stream (perceived frames -> face codec tokens, placeholder without a
+    face) enters the face_embed graph exactly as it enters the torch step."""
+    from facebot.runtime.user_face import UserFaceEncoder
+
+    e = exported
+    sampling = SamplingConfig.greedy()
+    face = FaceLMStep(LMStep(e["lm"], sampling), e["face_lm"], e["face_codec"])
+    loop = GraphDuplexStep(load_ort_runners(e["folder"], e["manifest"], threads=2), e["lm"].cfg, sampling)
+    loop.reset(0)
+    pcms = speechlike_signal(8, e["codec"].frame_size, 4)
+    rng = np.random.default_rng(0)
+    enc_t, enc_g = (UserFaceEncoder(e["face_codec"], K_FACE) for _ in range(2))
+    state, mimi = face.init_state(1), e["codec"].init_encoder_state(1)
+    with torch.inference_mode():
+        for i, pcm in enumerate(pcms):
+            from facebot.face.flame import FlameFrame
+            frames = None if i in (2, 3) else [FlameFrame.from_core(rng.normal(0, 0.5, 56)) for _ in range(2)]
+            codes, mimi = e["codec"].encode_step(torch.from_numpy(pcm).view(1, 1, -1), mimi)
+            user = enc_t.step(frames)
+            assert (user == K_FACE).all() == (frames is None)
+            _, _, ft, f_torch, state = face.step(codes[:, :, 0], user, state, face.draw_noise(1))
+            res = loop.step(pcm, enc_g.step(frames))
+            assert np.abs(res.face - f_torch[0].numpy()).max() < 1e-4
+            assert torch.equal(loop.face_prev, ft)

@@ -41,9 +41,9 @@ import ros_graph  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 NODES_YAML = ROOT / 'config' / 'facebot_nodes.yaml'
 URDF = ROOT / 'urdf' / 'facebot_head.urdf'
-LAUNCHED = ('/dialogue', '/head_driver', '/face_display')
+LAUNCHED = ('/dialogue', '/head_driver', '/face_display', '/face_perception')
 # Topics fed from outside facebot's own nodes (a camera driver, an operator, the simulator).
-EXTERNAL_INPUTS = {'/camera/image_raw', '/head/estop', '/audio/played'}
+EXTERNAL_INPUTS = {'/camera/image_raw', '/camera/camera_info', '/head/estop', '/audio/played'}
 FRAME_NS = 80_000_000
 PLAYOUT_NS = 80_000_000  # facebot_nodes.yaml playout_delay_ms
 
@@ -460,7 +460,8 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-ALL_NODES = {'audio_capture', 'audio_player', 'dialogue', 'head_driver', 'face_display'}
+ALL_NODES = {'audio_capture', 'audio_player', 'dialogue', 'head_driver', 'face_display',
+             'face_perception'}
 
 
 def topic_problems(eps: list[dict]) -> list[str]:

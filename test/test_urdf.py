@@ -302,10 +302,13 @@ def test_kinematic_tree(robot):
         "lip_corner_right_link": "head_link",
         "screen_link": "head_link",
         "screen_frame": "screen_link",
+        "camera_link": "head_link",
+        "camera_optical_frame": "camera_link",
     }
     assert parent == expected
     assert robot.joint_by_child["head_link"].get("name") == "neck_roll"
-    for fixed_child in ("left_eye_link", "right_eye_link", "screen_link", "screen_frame"):
+    for fixed_child in ("left_eye_link", "right_eye_link", "screen_link", "screen_frame", "camera_link",
+                        "camera_optical_frame"):
         assert robot.joint_by_child[fixed_child].get("type") == "fixed"
     assert not robot.root.findall(".//mimic"), "the eyes are fixed children, not mimic joints"
 
@@ -497,6 +500,17 @@ def test_lip_corner_positive_pulls_up_and_out(robot, side, outward):
     assert 0.0 < p0[2] < robot.point("screen_frame", [0, 0, 0], frame="head_link")[2]
 
 
+def test_camera_in_the_forehead_looks_forward_with_optical_axes(robot):
+    c = robot.point("camera_optical_frame", [0, 0, 0], frame="head_link")
+    eye = robot.point("left_eye_link", [0, 0, 0], frame="head_link")
+    brow = robot.point("brow_left_link", [0, 0, 0], frame="head_link")
+    assert abs(c[1]) < 1e-9 and eye[2] < c[2] < brow[2], "between the eyes and the brows, centred"
+    r = robot.pose("camera_optical_frame")[:3, :3]  # REP 103 optical: z forward, x right, y down
+    assert np.allclose(r[:, 2], [1, 0, 0]) and np.allclose(r[:, 0], [0, -1, 0]) and np.allclose(r[:, 1], [0, 0, -1])
+    turned = robot.pose("camera_optical_frame", {"neck_yaw": 0.5})[:3, 2]  # it turns with the head
+    assert np.allclose(turned, [np.cos(0.5), np.sin(0.5), 0], atol=1e-9)
+
+
 def test_screen_frame_on_the_face(robot):
     shape, xyz, rpy = robot.collision("screen_link")
     sx, sy, sz = _floats(shape.get("size"))
@@ -569,13 +583,13 @@ def _check_inertias(root: ET.Element, frame_links: set[str]):
 
 
 def test_inertias_valid_and_from_geometry(robot):
-    _check_inertias(robot.root, {"screen_frame"})
+    _check_inertias(robot.root, {"screen_frame", "camera_link", "camera_optical_frame"})
 
 
 @needs_xacro
 def test_inertias_valid_in_gazebo_expansion():
     _check_inertias(expand("gazebo", controllers_file=str(CONTROLLERS_FILE)),
-                    {"screen_frame", "world"})
+                    {"screen_frame", "world", "camera_link", "camera_optical_frame"})
 
 
 def test_materials_defined(robot):

@@ -28,4 +28,7 @@ class FaceCue:
     user_pause: bool = False  # the user paused mid-turn: a listener nods or says "mm-hmm"
     backchannel: bool = False  # the robot emits a backchannel in this frame
     barge_in: bool = False  # the user just interrupted the robot; its speech was cut
+    # Where the user is, as the robot's gaze toward them: (neck_pose (3,), eyes (pitch, yaw))
+    # in FLAME angles within the head's limits (facebot.perception.attention); None: unknown.
+    look_at: tuple | None = None
     extras: dict = field(default_factory=dict)

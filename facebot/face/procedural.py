@@ -14,6 +14,11 @@ This is the face that works with any speech source. Per 80 ms model frame it tak
 * **Eyes**: blinks at random 2-6 s intervals (~160 ms, occasional doubles, more likely just
   after the robot finishes a phrase); saccades between small gaze targets, wider while the
   robot speaks, steady on the user (with head-motion compensation) while the user speaks.
+* **Attention** (``cue.look_at``, the user's face position as neck + eye angles): neck and
+  eyes turn toward the user with a ``look_time_s`` lag, fully while the user speaks
+  (``look_weight_listening``), partly while the robot speaks (people glance away when they
+  talk) and when idle; saccades and head motion stay on top. No position: back to centre.
+  ``look_offsets`` holds the last frames' offsets, for blending onto the model's own face.
 * **Head**: smooth sum-of-sines motion while speaking (smaller while listening), a pitch
   emphasis following bursts of audio energy, a ~0.5 s nod on ``user_pause`` / ``backchannel``,
   and a slight tilt and lean while the user speaks, with occasional raised brows.
@@ -142,6 +147,11 @@ class ProceduralFaceConfig:
     attention_time_s: float = 0.5  # time constant of entering / leaving attention
     attention_brow_rate_hz: float = 0.12  # raised-brow events per second while the user speaks
     backchannel_smile: float = 0.3  # smile pulse with a backchannel nod
+    # --- attention to the user's position (cue.look_at) ------------------------------------
+    look_time_s: float = 0.25  # time constant of turning toward the user
+    look_weight_listening: float = 1.0  # share of the turn while the user speaks
+    look_weight_speaking: float = 0.6  # ... while the robot speaks
+    look_weight_idle: float = 0.85  # ... otherwise
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -164,7 +174,8 @@ class ProceduralFaceConfig:
             raise ValueError("audio_min_ref_rms must be > 0")
         if not 0 <= self.gaze_stabilisation <= 1:
             raise ValueError("gaze_stabilisation must be in [0, 1]")
-        for name in ("double_blink_prob", "phrase_end_blink_prob"):
+        for name in ("double_blink_prob", "phrase_end_blink_prob", "look_weight_listening",
+                     "look_weight_speaking", "look_weight_idle"):
             if getattr(self, name) > 1:
                 raise ValueError(f"{name} must be in [0, 1]")
 
@@ -199,6 +210,18 @@ def _flag(x) -> bool:
         return bool(x)
     except Exception:
         return False
+
+
+def _look_target(look_at) -> np.ndarray:
+    """(neck 3, eyes 2) from ``cue.look_at``; zeros when absent or malformed."""
+    try:
+        neck, eyes = look_at
+        v = np.concatenate([np.asarray(neck, np.float64).reshape(3), np.asarray(eyes, np.float64).reshape(2)])
+    except (TypeError, ValueError):
+        return np.zeros(5)
+    if not np.isfinite(v).all():
+        return np.zeros(5)
+    return np.clip(v, -np.r_[NECK_LIMIT_RAD, EYE_LIMIT_RAD[:2]], np.r_[NECK_LIMIT_RAD, EYE_LIMIT_RAD[:2]])
 
 
 def _step_toward(prev: np.ndarray, target: np.ndarray, limit: float) -> np.ndarray:
@@ -254,6 +277,8 @@ class ProceduralFace:
         self._last_nod = -10.0
         self._pulses: list[tuple[int, float, float, float]] = []  # (control, start, dur, amp)
         self._gaze = np.zeros(2)
+        self._look = np.zeros(5)  # smoothed (neck pitch, yaw, roll, eye pitch, yaw) toward the user
+        self.look_offsets = [np.zeros(5) for _ in range(FRAMES_PER_CUE)]
         self._next_saccade = float(self._rng.uniform(*c.saccade_interval_listening_s))
         # head noise: 3 sines per axis, weights summing to 1
         self._noise_f = self._rng.uniform(0.12, 0.7, size=(3, 3))
@@ -349,6 +374,7 @@ class ProceduralFace:
             self._tilt_sign = 1.0 if self._rng.random() < 0.5 else -1.0
         if self._attention > 0.5 and self._rng.random() < c.attention_brow_rate_hz * CUE_PERIOD_S:
             self._pulses.append((_J["brow_raise"], t0, 0.8, float(self._rng.uniform(0.3, 0.6))))
+        look_target = _look_target(getattr(cue, "look_at", None))
         if self._was_speaking_flag and not robot_speaking:
             self._phrase_end(t0)
         self._was_speaking_flag = robot_speaking
@@ -422,15 +448,23 @@ class ProceduralFace:
             self._controls = controls
             self.last_controls[k] = controls
 
+            # --- attention: toward the user's position ---
+            if self._attention > 0.5:
+                weight = c.look_weight_listening
+            else:
+                weight = c.look_weight_speaking if speaking else c.look_weight_idle
+            self._look += (weight * look_target - self._look) * _alpha(dt, c.look_time_s)
+            self.look_offsets[k] = self._look.copy()
+
             # --- head ---
-            neck = self._head(tf)
+            neck = self._head(tf) + self._look[:3]
             neck = np.clip(_step_toward(self._neck, neck, NECK_STEP_LIMIT_RAD), -NECK_LIMIT_RAD, NECK_LIMIT_RAD)
             self._neck = neck
 
             # --- eyes ---
             self._saccade(tf, speaking)
             stab = c.gaze_stabilisation * self._attention
-            gaze = self._gaze - stab * neck[:2]
+            gaze = self._gaze + self._look[3:] - stab * (neck[:2] - self._look[:2])
             gaze = np.clip(_step_toward(self._gaze_out, gaze, EYE_STEP_LIMIT_RAD), -EYE_LIMIT_RAD[:2], EYE_LIMIT_RAD[:2])
             self._gaze_out = gaze
             lids = np.full(2, self._blink(tf))

@@ -48,6 +48,8 @@ from facebot.config import CONFIG_DIR, ConfigError, load_yaml, section
 from facebot.msg import AudioChunk, DialogueState, FlameParams
 from facebot.nodes import _common as common
 from facebot.nodes._common import Param
+from facebot.perception.user_perception import (USER_FLAME_TOPIC, USER_POSITION_TOPIC,
+                                                UserPerception)
 from facebot.pipeline.backends import BackendOptions, make_backend
 from facebot.pipeline.duplex import DuplexLoop, LoopConfig
 from facebot.pipeline.echo_stage import EchoInputStage, EchoStageConfig
@@ -220,11 +222,14 @@ class DialogueNode(LifecycleNode):
         if lines:
             scripted = dataclasses.replace(scripted, replies=lines)
         loop_cfg = LoopConfig(playout_delay_ms=p['playout_delay_ms'],
-                              vad_threshold=p['vad_threshold'], face=loop_cfg.face)
+                              vad_threshold=p['vad_threshold'], face=loop_cfg.face,
+                              model_face_attention=loop_cfg.model_face_attention)
         options = BackendOptions(name=p['backend'], scripted=scripted,
                                  extras={k: p[k] for k in MODEL_EXTRAS})
         backend = make_backend(options)
-        return backend, DuplexLoop(backend, loop_cfg, seed=p['seed'])
+        # the user's face arrives from face_perception (face/user_flame, face/user_position)
+        return backend, DuplexLoop(backend, loop_cfg, seed=p['seed'],
+                                   perception=UserPerception(detect=False))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -255,7 +260,16 @@ class DialogueNode(LifecycleNode):
                                      common.sensor_qos(), callback_group=self.input_group),
             self.create_subscription(AudioChunk, common.AUDIO_PLAYED, self.on_played,
                                      common.reliable_qos(50), callback_group=self.input_group),
+            self.create_subscription(FlameParams, USER_FLAME_TOPIC, self.on_user_flame,
+                                     common.reliable_qos(10), callback_group=self.input_group),
         ]
+        try:  # geometry_msgs: present on every ROS 2 install, imported here to keep the
+            from geometry_msgs.msg import PointStamped  # node's import list minimal
+            self.subs.append(self.create_subscription(
+                PointStamped, USER_POSITION_TOPIC, self.on_user_position,
+                common.reliable_qos(10), callback_group=self.input_group))
+        except ImportError:
+            self.get_logger().warning('no geometry_msgs: the robot will not look at the user')
         self.state_label = 'inactive'
         return TransitionCallbackReturn.SUCCESS
 
@@ -345,6 +359,25 @@ class DialogueNode(LifecycleNode):
             return
         self._image = (img, stamp)
         self.counts['images'] += 1
+
+    def on_user_flame(self, msg) -> None:
+        """The user's perceived face (stamp = capture time): the model's user stream."""
+        try:
+            frame = interfaces.flame_from_msg(msg)
+        except ValueError as err:
+            self.counts['user_flame_refused'] += 1
+            self.log.warning('user_flame', f'user FLAME refused: {err}')
+            return
+        if self.loop is not None:
+            self.loop.perception.observe_frame(frame)
+            self.counts['user_flames'] += 1
+
+    def on_user_position(self, msg) -> None:
+        """Where the user's eyes are (camera optical frame): where the robot looks."""
+        if self.loop is not None:
+            p = msg.point
+            self.loop.perception.track.add_position(interfaces.stamp_to_ns(msg.header.stamp),
+                                                    (p.x, p.y, p.z))
 
     def on_played(self, msg) -> None:
         """Audio player feedback: how long from publishing a chunk to hearing it, and the
@@ -450,7 +483,8 @@ class DialogueNode(LifecycleNode):
         if steps:
             values['real-time factor'] = float(np.mean(steps)) / (FRAME_PERIOD_S * 1000.0)
         for key in ('steps', 'frames_dropped', 'audio_refused', 'images', 'images_refused',
-                    'step_errors', 'flame_refused', 'played_refused'):
+                    'step_errors', 'flame_refused', 'played_refused', 'user_flames',
+                    'user_flame_refused'):
             values[key] = self.counts[key]
         values['played_unmatched'] = self.playout.unmatched
         if self.echo is not None:

@@ -37,6 +37,9 @@ class DuplexInput:
     capture_stamp_ns: int  # capture time of user_audio[0]
     user: UserActivity = field(default_factory=UserActivity)
     user_image: np.ndarray | None = None  # latest camera frame (H, W, 3) uint8 RGB, if any
+    # The user's perceived face at this frame's two 25 fps times (capture_stamp, +40 ms),
+    # source PERCEIVED; None: no face in view (the model gets its placeholder token).
+    user_flame: Sequence[FlameFrame] | None = None
 
 
 @dataclass

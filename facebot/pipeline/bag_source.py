@@ -262,17 +262,7 @@ class BagCamera:
 
 
 def _image_to_rgb(msg, cv2) -> np.ndarray:
-    data = np.asarray(msg.data, np.uint8)
-    if hasattr(msg, "encoding"):  # sensor_msgs/Image
-        h, w, enc = int(msg.height), int(msg.width), msg.encoding.lower()
-        channels = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4}.get(enc)
-        if channels is None or data.size < h * int(msg.step) or int(msg.step) < w * channels:
-            raise ValueError(f"unsupported or inconsistent image ({enc}, {w}x{h}, step {msg.step})")
-        img = data[: h * int(msg.step)].reshape(h, int(msg.step))[:, : w * channels].reshape(h, w, channels)
-        conv = {"bgr8": cv2.COLOR_BGR2RGB, "mono8": cv2.COLOR_GRAY2RGB, "rgba8": cv2.COLOR_RGBA2RGB,
-                "bgra8": cv2.COLOR_BGRA2RGB}.get(enc)
-        return cv2.cvtColor(img, conv) if conv is not None else img.copy()
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError("undecodable compressed image")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    """Image or CompressedImage -> RGB (the converter the nodes use; cv2 is its backend)."""
+    from facebot.perception.images import msg_to_rgb
+
+    return msg_to_rgb(msg)

@@ -39,8 +39,13 @@ class LoopConfig:
     playout_delay_ms: float = 0.0
     vad_threshold: float = 0.5
     face: ProceduralFaceConfig = field(default_factory=ProceduralFaceConfig)
+    # How much the robot's gaze toward the user (neck + eyes) is added onto the model's own
+    # face: 0 = the model's face untouched, 1 = fully (the procedural face always attends).
+    model_face_attention: float = 1.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.model_face_attention <= 1.0:
+            raise ValueError(f"loop: model_face_attention must be within [0, 1], got {self.model_face_attention}")
         if not 0.0 <= self.playout_delay_ms <= 2000.0:
             raise ValueError(f"loop: playout_delay_ms must be within [0, 2000], got {self.playout_delay_ms}")
         if not 0.0 < self.vad_threshold < 1.0:
@@ -61,6 +66,8 @@ class StepResult:
     user: UserActivity
     state: DialogueStateKind
     timings_ms: dict[str, float]
+    # the user's perceived face as the model received it (two frames, or None: no face)
+    user_flame: list[FlameFrame] | None = None
 
 
 def _ms(t0: float) -> float:
@@ -70,8 +77,12 @@ def _ms(t0: float) -> float:
 class DuplexLoop:
     """Steps a speech backend on 80 ms frames and produces stamped audio and face output."""
 
-    def __init__(self, backend: SpeechBackend, config: LoopConfig | None = None, seed: int = 0) -> None:
+    def __init__(self, backend: SpeechBackend, config: LoopConfig | None = None, seed: int = 0,
+                 perception=None) -> None:
         self.backend = backend
+        # facebot.perception.user_perception.UserPerception, or None: no user face, no gaze target
+        self.perception = perception
+        self.perception_errors = 0
         self.config = config or LoopConfig()
         self.vad = SileroVad(sample_rate=MODEL_RATE)
         self.seed = seed
@@ -84,12 +95,16 @@ class DuplexLoop:
         self.activity = VoiceActivity(threshold=self.config.vad_threshold)
         self.face = ProceduralFace(self._face_config())
         self.backend.reset(self.seed)
+        if self.perception is not None:
+            self.perception.reset()
+        self._neck = np.zeros(3, np.float32)  # the robot's neck pose last shown
         self._index = 0
 
     def _face_config(self) -> ProceduralFaceConfig:
         return dataclasses.replace(self.config.face, seed=self.seed)
 
-    def step(self, frame: AudioFrame, user_image: np.ndarray | None = None, playout_delay_ns: int | None = None) -> StepResult:
+    def step(self, frame: AudioFrame, user_image: np.ndarray | None = None, playout_delay_ns: int | None = None,
+             user_image_stamp_ns: int | None = None) -> StepResult:
         t_step = time.perf_counter()
         samples = np.asarray(frame.samples, np.float32)
         if samples.shape != (FRAME_SAMPLES,):
@@ -101,8 +116,13 @@ class DuplexLoop:
         timings["vad"] = _ms(t0)
 
         t0 = time.perf_counter()
+        user_flame, look = self._perceive(frame, user_image, user_image_stamp_ns, user)
+        timings["perception"] = _ms(t0)
+
+        t0 = time.perf_counter()
         out = self.backend.step(
-            DuplexInput(self._index, samples, frame.stamp_ns, user=user, user_image=user_image)
+            DuplexInput(self._index, samples, frame.stamp_ns, user=user, user_image=user_image,
+                        user_flame=user_flame)
         )
         timings["backend"] = _ms(t0)
 
@@ -110,7 +130,8 @@ class DuplexLoop:
         if playout_delay_ns is None:
             playout_delay_ns = int(self.config.playout_delay_ms * 1e6)
         audio_stamp = frame.stamp_ns + FRAME_NS + playout_delay_ns
-        flame = self._face(out, user)
+        flame = self._face(out, user, look)
+        self._neck = flame[-1].neck_pose.copy()
         for j, f in enumerate(flame):
             f.stamp_ns = audio_stamp + j * FRAME_PERIOD_NS
             f.sequence = 2 * self._index + j
@@ -128,6 +149,7 @@ class DuplexLoop:
             user=user,
             state=self._state(out, user),
             timings_ms=timings,
+            user_flame=user_flame,
         )
         self._index += 1
         return result
@@ -152,14 +174,44 @@ class DuplexLoop:
             turn_speech_ms=float(self.activity.speech_ms),
         )
 
-    def _face(self, out: DuplexOutput, user: UserActivity) -> list[FlameFrame]:
+    def _perceive(self, frame: AudioFrame, image, image_stamp_ns, user: UserActivity):
+        """(the user's two frames or None, the gaze target or None) for this step."""
+        p = self.perception
+        if p is None:
+            return None, None
+        if image is not None and p.detector is not None:
+            try:
+                p.observe_image(image, frame.stamp_ns if image_stamp_ns is None else image_stamp_ns,
+                                user_speaking=user.speaking)
+            except (ValueError, RuntimeError):  # a bad image (counted in p.counts); the step goes on
+                self.perception_errors += 1
+        return p.for_step(frame.stamp_ns, self._neck)
+
+    def _face(self, out: DuplexOutput, user: UserActivity, look=None) -> list[FlameFrame]:
         if out.flame is not None and len(out.flame) == 2 and all(f.is_finite() for f in out.flame):
-            self.face.step(self._cue(out, user))  # keep the fallback's state warm
-            return [FlameFrame(**{k: getattr(f, k) for k in ("expression", "jaw_pose", "neck_pose", "eye_pose", "eyelids")}, source=f.source) for f in out.flame]
-        return list(self.face.step(self._cue(out, user)))
+            self.face.step(self._cue(out, user, look))  # keep the fallback's state warm
+            keys = ("expression", "jaw_pose", "neck_pose", "eye_pose", "eyelids")
+            frames = [FlameFrame(**{k: getattr(f, k) for k in keys}, source=f.source) for f in out.flame]
+            return self._attend(frames)
+        return list(self.face.step(self._cue(out, user, look)))
+
+    def _attend(self, frames: list[FlameFrame]) -> list[FlameFrame]:
+        """The model's face plus ``model_face_attention`` x the procedural face's gaze toward
+        the user (neck and eyes), within the procedural face's bounds."""
+        from facebot.face.procedural import EYE_LIMIT_RAD, NECK_LIMIT_RAD
+
+        b = self.config.model_face_attention
+        if b <= 0:
+            return frames
+        for f, off in zip(frames, self.face.look_offsets):
+            f.neck_pose = np.clip(f.neck_pose + b * off[:3], -NECK_LIMIT_RAD, NECK_LIMIT_RAD).astype(np.float32)
+            eyes = f.eye_pose.reshape(2, 3).copy()
+            eyes[:, :2] = np.clip(eyes[:, :2] + b * off[3:], -EYE_LIMIT_RAD[:2], EYE_LIMIT_RAD[:2])
+            f.eye_pose = eyes.reshape(6).astype(np.float32)
+        return frames
 
     @staticmethod
-    def _cue(out: DuplexOutput, user: UserActivity) -> FaceCue:
+    def _cue(out: DuplexOutput, user: UserActivity, look=None) -> FaceCue:
         return FaceCue(
             robot_audio=out.audio,
             phonemes=out.phonemes,
@@ -169,6 +221,7 @@ class DuplexLoop:
             user_pause=out.user_pause,
             backchannel=out.backchannel,
             barge_in=out.barge_in,
+            look_at=look,
         )
 
     @staticmethod

@@ -177,6 +177,10 @@ class ModelBackend(SpeechBackend):
                                "tokenizer": self.tokenizer.vocab_size is not None}
         self.config_name = opts.config
         self.face_stepper = self._load_face(opts.face_weights) if opts.face_weights else None
+        self.user_face = None
+        if self.face_stepper is not None:  # the user's face stream (placeholder when no face)
+            from facebot.runtime.user_face import UserFaceEncoder
+            self.user_face = UserFaceEncoder(self.face_stepper.codec, self.face_stepper.initial)
         self.graph_step = self._load_graphs(sampling) if opts.runtime != "torch" else None
         self.reset(0)
 
@@ -325,6 +329,8 @@ class ModelBackend(SpeechBackend):
         self.lm_state = (self.face_stepper or self.stepper).init_state(1)
         self.generator = make_generator(seed)
         self.steps = 0
+        if self.user_face is not None:
+            self.user_face.reset()
         if self.graph_step is not None:
             self.graph_step.reset(seed)
 
@@ -339,7 +345,7 @@ class ModelBackend(SpeechBackend):
             if self.face_stepper is not None:
                 noise = self.face_stepper.draw_noise(1, self.generator)
                 tokens, valid, _, face, self.lm_state = self.face_stepper.step(
-                    codes[:, :, 0], None, self.lm_state, noise)
+                    codes[:, :, 0], self.user_face.step(inp.user_flame), self.lm_state, noise)
                 flame = self._face_frames(face)
             else:
                 noise = self.stepper.draw_noise(1, self.generator)
@@ -354,7 +360,8 @@ class ModelBackend(SpeechBackend):
                             flame=flame)
 
     def _graph_step(self, inp: DuplexInput) -> DuplexOutput:
-        res = self.graph_step.step(np.ascontiguousarray(inp.user_audio, np.float32))
+        user = self.user_face.step(inp.user_flame) if self.user_face is not None else None
+        res = self.graph_step.step(np.ascontiguousarray(inp.user_audio, np.float32), user)
         self.steps += 1
         flame = self._face_frames(res.face) if res.face is not None else None
         if not res.valid:

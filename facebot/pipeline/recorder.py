@@ -31,6 +31,7 @@ TOPICS = {
     "/dialogue/state": "facebot/msg/DialogueState",
 }
 IMAGE_TOPIC = "/camera/image_raw/compressed"
+USER_FLAME_TOPIC = "/face/user_flame"  # the user's perceived face on the model's clock
 
 
 class SessionRecorder:
@@ -47,9 +48,11 @@ class SessionRecorder:
             shutil.rmtree(self.partial)
         self.partial.mkdir(parents=True)
         self.backend = backend
+        self.with_video = with_video
         topics = dict(TOPICS)
         if with_video:
             topics[IMAGE_TOPIC] = "sensor_msgs/msg/CompressedImage"
+            topics[USER_FLAME_TOPIC] = "facebot/msg/FlameParams"
         if head is not None:
             topics.update(head_io.TOPICS)
         self.head = head
@@ -85,6 +88,9 @@ class SessionRecorder:
         w("/audio/out", r.audio_stamp_ns, interfaces.audio_to_msg(r.robot_audio, MODEL_RATE, r.audio_stamp_ns, frame_id="speaker"))
         for f in r.flame:
             w("/face/flame", f.stamp_ns, interfaces.flame_to_msg(f, frame_id="face"))
+        if self.with_video and r.user_flame:
+            for f in r.user_flame:
+                w(USER_FLAME_TOPIC, f.stamp_ns, interfaces.flame_to_msg(f, frame_id="user_face"))
         w("/dialogue/state", r.audio_stamp_ns, interfaces.dialogue_state_msg(
             int(r.state), r.audio_stamp_ns,
             user_speaking=r.user.speaking, robot_speaking=r.output.speaking, barge_in=r.output.barge_in,

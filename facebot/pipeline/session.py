@@ -18,7 +18,7 @@ from facebot.pipeline.echo_side import EchoSide, EchoTrace
 from facebot.pipeline.recorder import SessionRecorder
 from facebot.pipeline.sources import FileAudioSource, MicrophoneSource, Pacer, SourceError, VideoSource
 
-STAGES = ("echo", "vad", "backend", "face", "record", "step")
+STAGES = ("echo", "vad", "perception", "backend", "face", "record", "step")
 DRAIN_MAX_FRAMES = 125  # at most 10 s of the robot finishing after the input ends
 
 
@@ -145,7 +145,7 @@ def run_session(
 
 
 def _step(loop, frame, video, speaker, recorder, timings, bar, io) -> StepResult:
-    image = None
+    image = image_stamp = None
     if video is not None:
         got = video.frame_at(frame.stamp_ns + FRAME_NS)
         if got is not None:
@@ -156,7 +156,8 @@ def _step(loop, frame, video, speaker, recorder, timings, bar, io) -> StepResult
         # Live: the output is heard when the speaker says, not when the file timeline says.
         delay_ns = max(0, speaker.expected_delay_ns(frame.stamp_ns + FRAME_NS))
     frame, echo_ms = io.before_step(frame)
-    result: StepResult = loop.step(frame, user_image=image, playout_delay_ns=delay_ns)
+    result: StepResult = loop.step(frame, user_image=image, playout_delay_ns=delay_ns,
+                                   user_image_stamp_ns=image_stamp)
     if echo_ms is not None:
         result.timings_ms["echo"] = echo_ms
     if speaker is not None:
@@ -205,6 +206,8 @@ def _counters(loop: DuplexLoop, framer: AudioFramer, source, video=None) -> dict
     for name in ("replies_started", "replies_interrupted", "backchannels_played"):
         if hasattr(loop.backend, name):
             counters[name] = int(getattr(loop.backend, name))
+    if loop.perception is not None:
+        counters.update({f"user_face_{k}": int(v) for k, v in loop.perception.counts.items()})
     return counters
 
 

@@ -14,6 +14,8 @@ face_partner        [T, 56] f32 the partner's
 eye_pose_self ...   [T, 6]      extras, when the layout has them (ours does, DualTalk not):
 eyelids_self ...    [T, 2]      ``eye_pose_*``, ``eyelids_*``, ``speaking_*`` (bool) for
 speaking_self ...   [T] bool    ``_self`` and ``_partner``
+present_self ...    [T] bool    a face was seen in that frame (an npz ``present`` array, e.g.
+                                a perceived track); absent: every frame has a face
 id                  str         dialogue id, plus ``"/a"`` or ``"/b"`` for the point of view
 start_s             float       clip start in the dialogue
 =================== =========== ==============================================================
@@ -131,11 +133,12 @@ def _read_face(path: Path) -> dict[str, np.ndarray]:
                     if a.shape != (t, width):
                         raise DatasetError(f"{path}: '{name}' must be [{t}, {width}], got {list(a.shape)}")
                     out[name] = a.astype(np.float32)
-            if "speaking" in keys:
-                a = data["speaking"]
-                if a.shape != (t,):
-                    raise DatasetError(f"{path}: 'speaking' must be [{t}], got {list(a.shape)}")
-                out["speaking"] = a.astype(bool)
+            for name in ("speaking", "present"):
+                if name in keys:
+                    a = data[name]
+                    if a.shape != (t,):
+                        raise DatasetError(f"{path}: '{name}' must be [{t}], got {list(a.shape)}")
+                    out[name] = a.astype(bool)
         elif {"exp", "pose"} <= keys:
             exp, pose = data["exp"], data["pose"]
             if exp.ndim != 2 or exp.shape[1] != N_EXPRESSION:
@@ -317,7 +320,7 @@ class DyadicDataset:
             "face_self": me["core"][start:start + frames].copy(),
             "face_partner": other["core"][start:start + frames].copy(),
         }
-        for key in ("eye_pose", "eyelids", "speaking"):
+        for key in ("eye_pose", "eyelids", "speaking", "present"):
             for who, person in (("self", me), ("partner", other)):
                 if key in person:
                     item[f"{key}_{who}"] = person[key][start:start + frames].copy()

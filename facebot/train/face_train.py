@@ -26,7 +26,9 @@ throughout (no tokenizer).
 (``text_card`` / ``card``) before it starts. The Face Transformer at position p predicts the
 robot's face tokens of time ``p - 1`` (the time of the acoustic tokens generated at p, as
 :class:`facebot.runtime.face_lm_step.FaceLMStep`); position 0's target is time 0's tokens.
-``user_face[:, p]`` is the partner's face tokens of time p. Predictions cover times
+``user_face[:, p]`` is the partner's face tokens of time p, made by
+:func:`facebot.runtime.user_face.user_face_tokens` (the run-time rule: the placeholder where
+the partner's face was not seen). Predictions cover times
 ``0 .. T' - 3`` (positions 1 .. S - 2; the last position has no generated tokens to condition on).
 
 **Evaluation** (test split, clips of ``clip_s`` seconds, inside the tiny LM's 64-frame context):
@@ -60,6 +62,7 @@ from ..model.configs import get_config
 from ..model.face_codec import FaceCodec
 from ..model.face_transformer import FaceLM, face_loss, save_face_lm
 from ..model.lm import LMModel
+from ..runtime.user_face import user_face_tokens
 from .datasets import DyadicDataset
 from . import metrics
 
@@ -177,7 +180,8 @@ def prepare_split(root, split: str, mimi: MimiCodec, codec: FaceCodec, lm_cfg, c
         uc = mimi_codes(mimi, item["audio_partner"])
         with torch.no_grad():
             fr = codec.encode(torch.from_numpy(item["face_self"]).float()[None])[0]
-            fu = codec.encode(torch.from_numpy(item["face_partner"]).float()[None])[0]
+            # the user's stream as the model gets it at run time (placeholder without a face)
+            fu = user_face_tokens(codec, item["face_partner"], item.get("present_partner"))
         T = min(rc.shape[1], uc.shape[1], fr.shape[1], fu.shape[1])
         toks.append(build_tokens(lm_cfg, rc[:, :T], uc[:, :T],
                                  getattr(lm_cfg, "existing_text_padding_id", 3)))
