@@ -29,6 +29,7 @@ and prints one JSON object on stdout:
 - ``estop true|false``: the head's e-stop service, then the diagnostics.
 - ``tone``: a tone on ``audio/out``; what the speaker and microphone nodes publish.
 - ``echo --wav F``: the robot's voice on ``audio/played`` and its echo in ``audio/in``.
+- ``camera --image F``: a camera showing a face, then broken images.
 - ``listen --seconds S``: what facebot publishes meanwhile.
 - ``graph --topics T... --nodes N...``: endpoints (types, QoS) and parameter descriptors.
 """
@@ -403,6 +404,42 @@ def cmd_echo(node, args) -> dict:
     return listener.result()
 
 
+def cmd_camera(node, args) -> dict:
+    """A camera: one picture as rgb8 Images at 10 Hz (capture-time stamps), then broken
+    images; what the perception node makes of them."""
+    import cv2
+    bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)
+    rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+    users = []
+    node.create_subscription(FlameParams, 'face/user_flame', lambda m: users.append(
+        {'stamp': interfaces.stamp_to_ns(m.header.stamp), 'source': int(m.source),
+         'neck': [float(x) for x in m.neck_pose]}), RELIABLE)
+    listener = Listener(node)
+    raw = node.create_publisher(Image, 'camera/image_raw', qos_profile_sensor_data)
+    spin_for(node, 10.0, until=lambda: raw.get_subscription_count() > 0)
+    spin_for(node, 0.5)
+    sent = []
+    for _ in range(args.count):
+        msg = Image()
+        stamp = now_ns(node)
+        msg.header.stamp = rclpy.time.Time(nanoseconds=stamp).to_msg()
+        msg.header.frame_id = 'camera_optical_frame'
+        msg.height, msg.width = rgb.shape[:2]
+        msg.encoding, msg.step = 'rgb8', rgb.shape[1] * 3
+        msg.data = rgb.tobytes()
+        raw.publish(msg)
+        sent.append(stamp)
+        spin_for(node, 0.1)
+    for encoding, data in (('rgb8', bytes(47)), ('weird16', bytes(32)), ('mono8', b'')):
+        broken = Image()
+        broken.height, broken.width, broken.step = 4, 4, 12
+        broken.encoding, broken.data = encoding, data
+        raw.publish(broken)
+        spin_for(node, 0.05)
+    spin_for(node, args.settle_s)
+    return {**listener.result(), 'sent': sent, 'user_flame': users}
+
+
 def cmd_listen(node, args) -> dict:
     listener = Listener(node)
     spin_for(node, args.seconds)
@@ -499,6 +536,10 @@ def main(argv=None) -> int:
     p.add_argument('--delay-ms', type=float, default=60.0)
     p.add_argument('--gain', type=float, default=0.5)
     p.add_argument('--settle-s', type=float, default=1.5)
+    p = sub.add_parser('camera')
+    p.add_argument('--image', required=True)
+    p.add_argument('--count', type=int, default=10)
+    p.add_argument('--settle-s', type=float, default=2.0)
     p = sub.add_parser('listen')
     p.add_argument('--seconds', type=float, default=2.0)
     p = sub.add_parser('estop')
@@ -517,7 +558,7 @@ def main(argv=None) -> int:
                   'malformed': cmd_malformed, 'flame': cmd_flame,
                   'graph': cmd_graph, 'listen': cmd_listen,
                   'estop': cmd_estop, 'set': cmd_set, 'tone': cmd_tone,
-                  'echo': cmd_echo}[args.cmd](node, args)
+                  'echo': cmd_echo, 'camera': cmd_camera}[args.cmd](node, args)
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

@@ -376,6 +376,25 @@ def test_echo_of_the_robot_is_cancelled_and_switchable_live(graph, utterance):
     assert graph.probe('set', '/dialogue:echo_cancellation=true')['results'][0]['successful']
 
 
+def test_the_user_seen_by_the_camera_becomes_flame(graph, tmp_path):
+    """A real portrait (scikit-image's astronaut) on camera/image_raw: face_perception
+    publishes the user's FLAME stamped with each image's capture time; broken images are
+    counted and the node keeps going."""
+    import cv2
+    from skimage import data
+    path = tmp_path / 'astronaut.png'
+    cv2.imwrite(str(path), data.astronaut()[:, :, ::-1])
+    res = graph.probe('camera', '--image', str(path))
+    users = res['user_flame']
+    assert len(users) >= len(res['sent']) - 2, 'no user FLAME from a visible face'
+    assert {u['source'] for u in users} == {3}  # PERCEIVED
+    assert {u['stamp'] for u in users} <= set(res['sent'])
+    perception = res['diagnostics']['face_perception: face perception']['values']
+    assert int(perception['faces']) >= len(users)
+    assert int(perception['images_refused']) >= 3
+    assert graph.procs[0].alive()
+
+
 def test_wild_flame_input_never_exceeds_the_limits(graph):
     res = graph.probe('flame', '--seconds', '3')
     assert_within_urdf(res['topics']['head/joint_commands'])
