@@ -261,6 +261,16 @@ class ModelBackend(SpeechBackend):
         self.config_name = opts.config
         self.export_folder = folder
         self.graph_step = GraphDuplexStep(runners, cfg, sampling)
+        self.user_face = None
+        if face:  # the user's face stream needs the face codec's encoder alone (small, torch)
+            from facebot.model.face_codec import load_face_codec
+            from facebot.runtime.user_face import UserFaceEncoder
+            try:
+                codec = load_face_codec(face_weight_files(opts.face_weights)[1])
+                # the placeholder is the FaceLM's initial token, K = the codebook size
+                self.user_face = UserFaceEncoder(codec, codec.cfg.codebook_size)
+            except Exception as err:
+                raise ModelLoadError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
         self.reset(0)
 
     # ---- Moshi-Face (only with face_weights) ---------------------------------------------------
