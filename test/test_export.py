@@ -233,7 +233,7 @@ def test_model_backend_runs_on_onnxruntime(exported, tmp_path):
 
 
 def test_user_face_tokens_reach_the_graphs_as_the_torch_step(exported):
-    """The user's face stream (perceived frames -> face codec tokens, placeholder without a
+    """The user's face stream (perceived frames -> face codec tokens, no-face token without a
     face) enters the face_embed graph exactly as it enters the torch step."""
     from facebot.runtime.user_face import UserFaceEncoder
 

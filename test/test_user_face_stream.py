@@ -1,5 +1,5 @@
 """The user's face stream of the model: perceived FLAME frames -> face codec tokens, the
-placeholder without a face, the same rule in training, and the model backend's use of it."""
+no-face token without a face, the same rule in training, and the model backend's use of it."""
 from __future__ import annotations
 
 import numpy as np
@@ -37,7 +37,7 @@ def test_streaming_tokens_equal_the_training_tokens_with_gaps():
     present = np.ones(face.shape[0], bool)
     present[6:9] = False  # the face leaves for 3 frames (steps 3 and 4 lose it)
     batch = user_face_tokens(c, face, present)
-    enc = UserFaceEncoder(c, placeholder=K)
+    enc = UserFaceEncoder(c, no_face_token=K)
     stream = []
     for i in range(face.shape[0] // 2):
         frames = [f if present[2 * i + j] else None for j, f in enumerate(frames_of(face, i))]
@@ -48,10 +48,10 @@ def test_streaming_tokens_equal_the_training_tokens_with_gaps():
     assert enc.steps_without_face == 2 and enc.steps_with_face == face.shape[0] // 2 - 2
 
 
-def test_no_face_at_all_is_the_placeholder_everywhere():
+def test_no_face_at_all_is_the_no_face_token_everywhere():
     c = codec()
     assert (user_face_tokens(c, track(), np.zeros(24, bool)) == K).all()
-    enc = UserFaceEncoder(c, placeholder=K)
+    enc = UserFaceEncoder(c, no_face_token=K)
     assert enc.step(None).tolist() == [[K] * N]
     bad = frames_of(track(), 0)
     bad[1] = None

@@ -5,7 +5,7 @@ and where the robot should look.
 ``facebot run --video``, ``facebot bag --camera-topic``, the ``face_perception`` node) go
 through the detector and the estimator into a ``UserFaceTrack``; perceived frames that arrive
 from elsewhere (the dialogue node's ``face/user_flame`` subscription) go into the same track.
-``for_step`` then gives the step's two user frames (or None: no face, the model's placeholder)
+``for_step`` then gives the step's two user frames (or None: no face, the model's no-face token)
 and the gaze target (or None).
 """
 from __future__ import annotations

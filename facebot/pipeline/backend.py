@@ -38,7 +38,7 @@ class DuplexInput:
     user: UserActivity = field(default_factory=UserActivity)
     user_image: np.ndarray | None = None  # latest camera frame (H, W, 3) uint8 RGB, if any
     # The user's perceived face at this frame's two 25 fps times (capture_stamp, +40 ms),
-    # source PERCEIVED; None: no face in view (the model gets its placeholder token).
+    # source PERCEIVED; None: no face in view (the model gets its no-face token).
     user_flame: Sequence[FlameFrame] | None = None
 
 

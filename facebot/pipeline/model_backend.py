@@ -178,7 +178,7 @@ class ModelBackend(SpeechBackend):
         self.config_name = opts.config
         self.face_stepper = self._load_face(opts.face_weights) if opts.face_weights else None
         self.user_face = None
-        if self.face_stepper is not None:  # the user's face stream (placeholder when no face)
+        if self.face_stepper is not None:  # the user's face stream (no-face token when no face)
             from facebot.runtime.user_face import UserFaceEncoder
             self.user_face = UserFaceEncoder(self.face_stepper.codec, self.face_stepper.initial)
         self.graph_step = self._load_graphs(sampling) if opts.runtime != "torch" else None
@@ -267,7 +267,7 @@ class ModelBackend(SpeechBackend):
             from facebot.runtime.user_face import UserFaceEncoder
             try:
                 codec = load_face_codec(face_weight_files(opts.face_weights)[1])
-                # the placeholder is the FaceLM's initial token, K = the codebook size
+                # the no-face token is the FaceLM's initial token, K = the codebook size
                 self.user_face = UserFaceEncoder(codec, codec.cfg.codebook_size)
             except Exception as err:
                 raise ModelLoadError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None

@@ -2,7 +2,7 @@
 
 One rule, used by training and at run time so the model sees the same thing in both: each
 80 ms step has two 25 fps user frames; when both show a face, the causal face codec encodes
-them to N tokens; otherwise the step gets the placeholder (token id K = "no token", the
+them to N tokens; otherwise the step gets the no-face token (token id K = "no token", the
 FaceLM's ``initial_token``), and the encoder is fed the neutral face (zeros) for the missing
 frames, so its streaming state stays continuous.
 
@@ -37,13 +37,13 @@ def frames_to_core(frames) -> tuple[np.ndarray, bool]:
 
 
 class UserFaceEncoder:
-    def __init__(self, codec: FaceCodec, placeholder: int) -> None:
+    def __init__(self, codec: FaceCodec, no_face_token: int) -> None:
         if not codec.cfg.causal:
             raise ValueError("the user face stream needs the causal (streaming) face codec")
         if codec.cfg.downsample != 2:
             raise ValueError(f"the user face stream expects 2 frames per step, codec has {codec.cfg.downsample}")
         self.codec = codec.eval()
-        self.placeholder = int(placeholder)
+        self.no_face_token = int(no_face_token)
         self.n = codec.cfg.num_tokens
         self.reset()
 
@@ -54,21 +54,21 @@ class UserFaceEncoder:
 
     @torch.inference_mode()
     def step(self, frames) -> torch.Tensor:
-        """``[1, N]`` int64: the user's tokens for this step, or the placeholder."""
+        """``[1, N]`` int64: the user's tokens for this step, or the no-face token."""
         core, with_face = frames_to_core(frames)
         tokens, self.state = self.codec.encode_step(torch.from_numpy(core)[None], self.state)
         if not with_face:
             self.steps_without_face += 1
-            return torch.full((1, self.n), self.placeholder, dtype=torch.long)
+            return torch.full((1, self.n), self.no_face_token, dtype=torch.long)
         self.steps_with_face += 1
         return tokens[..., 0].long()
 
 
 @torch.no_grad()
 def user_face_tokens(codec: FaceCodec, face: np.ndarray, present: Optional[Sequence[bool]] = None,
-                     placeholder: Optional[int] = None) -> torch.Tensor:
+                     no_face_token: Optional[int] = None) -> torch.Tensor:
     """``face [T, 56]`` (25 fps) and ``present [T]`` -> tokens ``[N, T // 2]``: the rule of the
-    module docstring over a whole track. ``placeholder`` defaults to the codebook size K."""
+    module docstring over a whole track. ``no_face_token`` defaults to the codebook size K."""
     face = np.asarray(face, np.float32)
     t2 = face.shape[0] // 2 * 2
     face = face[:t2].copy()
@@ -76,6 +76,6 @@ def user_face_tokens(codec: FaceCodec, face: np.ndarray, present: Optional[Seque
     face[~present] = 0.0
     tokens = codec.encode(torch.from_numpy(face)[None])[0]  # [N, T // 2]
     steps_with_face = present.reshape(-1, 2).all(axis=1)
-    k = codec.cfg.codebook_size if placeholder is None else int(placeholder)
+    k = codec.cfg.codebook_size if no_face_token is None else int(no_face_token)
     tokens[:, ~torch.from_numpy(steps_with_face)] = k
     return tokens.long()

@@ -27,7 +27,7 @@ throughout (no tokenizer).
 robot's face tokens of time ``p - 1`` (the time of the acoustic tokens generated at p, as
 :class:`facebot.runtime.face_lm_step.FaceLMStep`); position 0's target is time 0's tokens.
 ``user_face[:, p]`` is the partner's face tokens of time p, made by
-:func:`facebot.runtime.user_face.user_face_tokens` (the run-time rule: the placeholder where
+:func:`facebot.runtime.user_face.user_face_tokens` (the run-time rule: the no-face token where
 the partner's face was not seen). Predictions cover times
 ``0 .. T' - 3`` (positions 1 .. S - 2; the last position has no generated tokens to condition on).
 
@@ -180,7 +180,7 @@ def prepare_split(root, split: str, mimi: MimiCodec, codec: FaceCodec, lm_cfg, c
         uc = mimi_codes(mimi, item["audio_partner"])
         with torch.no_grad():
             fr = codec.encode(torch.from_numpy(item["face_self"]).float()[None])[0]
-            # the user's stream as the model gets it at run time (placeholder without a face)
+            # the user's stream as the model gets it at run time (no-face token without a face)
             fu = user_face_tokens(codec, item["face_partner"], item.get("present_partner"))
         T = min(rc.shape[1], uc.shape[1], fr.shape[1], fu.shape[1])
         toks.append(build_tokens(lm_cfg, rc[:, :T], uc[:, :T],
