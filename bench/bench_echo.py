@@ -29,11 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from facebot.audio.framing import MODEL_RATE  # noqa: E402
 from facebot.audio.room import EchoRoom, EchoRoomConfig  # noqa: E402
-from facebot.pipeline.duplex import DuplexLoop, LoopConfig  # noqa: E402
+from facebot.pipeline.duplex import DuplexLoop  # noqa: E402
+from facebot.config.loop import LoopConfig  # noqa: E402
 from facebot.pipeline.echo_side import (ROBOT_LONG_REPLY, USER_INTERRUPTION, EchoSide,  # noqa: E402
                                         EchoTrace, echo_scenario, run_frames)
-from facebot.pipeline.echo_stage import EchoInputStage, EchoStageConfig  # noqa: E402
-from facebot.pipeline.scripted import ScriptedBackend, ScriptedConfig  # noqa: E402
+from facebot.pipeline.echo_stage import EchoInputStage  # noqa: E402
+from facebot.config.echo import EchoStageConfig  # noqa: E402
+from facebot.pipeline.scripted import ScriptedBackend  # noqa: E402
+from facebot.config.scripted import ScriptedConfig  # noqa: E402
 
 VARIANTS = ("headphones", "no-aec", "aec", "aec-no-ns", "aec-untracked")
 DEFAULT_VARIANTS = "headphones,no-aec,aec,aec-no-ns"

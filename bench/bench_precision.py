@@ -151,7 +151,8 @@ def export_fp32(args, folder, sampling):
     from bench_duplex import make_face
 
     from facebot.export.model_export import ensure_export
-    from facebot.pipeline.model_backend import ModelBackend, ModelOptions
+    from facebot.pipeline.model_backend import ModelBackend
+    from facebot.config.model import ModelOptions
 
     backend = ModelBackend(ModelOptions(config=args.config, greedy=True, init_seed=args.seed))
     face_lm, face_codec = make_face(backend.lm.cfg, args.seed)

@@ -29,7 +29,8 @@ BUDGET_MS = 40.0  # one FLAME frame at 25 fps
 def flame_stream(n_frames: int, seed: int = 0):
     """``n_frames`` procedural FLAME frames from speech-like cues (4 s talking, 2 s listening)."""
     from facebot.face.cues import FaceCue
-    from facebot.face.procedural import ProceduralFace, ProceduralFaceConfig
+    from facebot.face.procedural import ProceduralFace
+    from facebot.config.face import ProceduralFaceConfig
 
     face = ProceduralFace(ProceduralFaceConfig(seed=seed))
     rng = np.random.default_rng(seed)

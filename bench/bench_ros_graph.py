@@ -46,7 +46,8 @@ def in_process(path: Path) -> list[float]:
     """Step time (ms) of each frame with the loop called directly."""
     from facebot.audio.framing import AudioFramer
     from facebot.pipeline.backends import BackendOptions, make_backend
-    from facebot.pipeline.duplex import DuplexLoop, LoopConfig
+    from facebot.pipeline.duplex import DuplexLoop
+    from facebot.config.loop import LoopConfig
     audio, rate = soundfile.read(path, dtype='float32')
     loop = DuplexLoop(make_backend(BackendOptions(name='scripted')), LoopConfig())
     framer = AudioFramer()

@@ -29,7 +29,8 @@ CHILD = r"""
 import time; t0 = time.perf_counter()
 import json, sys
 import numpy as np
-from facebot.pipeline.model_backend import ModelBackend, ModelOptions
+from facebot.pipeline.model_backend import ModelBackend
+from facebot.config.model import ModelOptions
 from facebot.pipeline.backend import DuplexInput
 opts = json.loads(sys.argv[1])
 t_import = time.perf_counter()
@@ -67,7 +68,8 @@ def main(argv=None) -> int:
 
     from facebot.export.onnx_export import weights_hash
     from facebot.export.traffic import frame_traffic
-    from facebot.pipeline.model_backend import ModelBackend, ModelOptions
+    from facebot.pipeline.model_backend import ModelBackend
+    from facebot.config.model import ModelOptions
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="facebot-startup-"))
     work.mkdir(parents=True, exist_ok=True)

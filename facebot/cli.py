@@ -520,7 +520,8 @@ def _echo_parts(args, playing: bool):
     """The echo stage (with a loudspeaker: --play or --echo-room) and the simulated room."""
     if args.command != "run" or not (playing or args.echo_room):
         return None, None
-    from facebot.pipeline.echo_stage import EchoInputStage, EchoStageConfig
+    from facebot.pipeline.echo_stage import EchoInputStage
+    from facebot.config.echo import EchoStageConfig
 
     guess = {} if args.echo_delay_ms is None else {"echo_delay_ms": args.echo_delay_ms}
     try:
@@ -558,9 +559,10 @@ def _echo_line(echo: dict) -> str:
 def _build_pipeline(args):
     """The loop (backend, VAD, face), the head driver and the display renderer from the options."""
     from facebot.config import ConfigError, load_yaml, section
-    from facebot.pipeline.duplex import DuplexLoop, LoopConfig
+    from facebot.pipeline.duplex import DuplexLoop
+    from facebot.config.loop import LoopConfig
     from facebot.pipeline.backends import BackendOptions, make_backend
-    from facebot.pipeline.scripted import ScriptedConfig
+    from facebot.config.scripted import ScriptedConfig
 
     model_config = None
     yaml_arg = args.pipeline_config

@@ -113,7 +113,8 @@ def test_bad_look_targets_are_ignored_and_bounds_hold():
 
 def test_the_model_face_gets_the_gaze_as_a_switchable_blend():
     from facebot.pipeline.backend import DuplexOutput, SpeechBackend
-    from facebot.pipeline.duplex import DuplexLoop, LoopConfig
+    from facebot.pipeline.duplex import DuplexLoop
+    from facebot.config.loop import LoopConfig
     from facebot.audio.framing import AudioFrame
     from facebot.perception.user_perception import UserPerception
 

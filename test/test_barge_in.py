@@ -5,7 +5,8 @@ import pytest
 from facebot.audio.espeak import EspeakVoice
 from facebot.audio.framing import FRAME_NS, FRAME_SAMPLES, MODEL_RATE, AudioFrame
 from facebot.pipeline.duplex import DuplexLoop
-from facebot.pipeline.scripted import ScriptedBackend, ScriptedConfig
+from facebot.pipeline.scripted import ScriptedBackend
+from facebot.config.scripted import ScriptedConfig
 
 LONG_REPLY = "I am going to talk for quite a long time now, so that you have plenty of chances to interrupt me."
 

@@ -16,7 +16,8 @@ from facebot.export.onnx_export import derive_export
 from facebot.export.traffic import traffic_table
 from facebot.model.checkpoint import save_safetensors
 from facebot.pipeline.backend import DuplexInput
-from facebot.pipeline.model_backend import ModelBackend, ModelLoadError, ModelOptions
+from facebot.pipeline.model_backend import ModelBackend, ModelLoadError
+from facebot.config.model import ModelOptions
 from facebot.runtime.graph_runner import GraphSpec, OrtGraphRunner, TorchGraphRunner
 
 torch.set_num_threads(2)

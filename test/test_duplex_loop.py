@@ -5,7 +5,8 @@ import pytest
 from facebot.audio.framing import FRAME_NS, FRAME_SAMPLES, AudioFrame
 from facebot.face.flame import FRAME_PERIOD_NS, FlameFrame, FrameSource
 from facebot.pipeline.backend import DuplexOutput, SpeechBackend
-from facebot.pipeline.duplex import DialogueStateKind, DuplexLoop, LoopConfig
+from facebot.pipeline.duplex import DialogueStateKind, DuplexLoop
+from facebot.config.loop import LoopConfig
 
 T0 = 1_000_000_000_000
 

@@ -4,11 +4,14 @@ reference), and the simulated room."""
 import numpy as np
 import pytest
 
-from facebot.audio.delay import DelayConfig, DelayTracker, gcc_phat
+from facebot.audio.delay import DelayTracker, gcc_phat
+
+from facebot.config.echo import DelayConfig
 from facebot.audio.echo import EchoCanceller, EchoConfig
 from facebot.audio.framing import FRAME_NS, FRAME_SAMPLES, MODEL_RATE, AudioFrame
 from facebot.audio.pcm import decode, encode
-from facebot.pipeline.echo_stage import EchoInputStage, EchoStageConfig
+from facebot.pipeline.echo_stage import EchoInputStage
+from facebot.config.echo import EchoStageConfig
 
 T0 = 1_700_000_000_000_000_000
 R = MODEL_RATE

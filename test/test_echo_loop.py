@@ -8,11 +8,14 @@ import pytest
 
 from facebot.audio.framing import MODEL_RATE
 from facebot.audio.room import EchoRoom, EchoRoomConfig
-from facebot.pipeline.duplex import DuplexLoop, LoopConfig
+from facebot.pipeline.duplex import DuplexLoop
+from facebot.config.loop import LoopConfig
 from facebot.pipeline.echo_metrics import echo_metrics
 from facebot.pipeline.echo_side import ROBOT_LONG_REPLY, EchoSide, EchoTrace, echo_scenario, run_frames
-from facebot.pipeline.echo_stage import EchoInputStage, EchoStageConfig
-from facebot.pipeline.scripted import ScriptedBackend, ScriptedConfig
+from facebot.pipeline.echo_stage import EchoInputStage
+from facebot.config.echo import EchoStageConfig
+from facebot.pipeline.scripted import ScriptedBackend
+from facebot.config.scripted import ScriptedConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
 from asr import transcribe  # noqa: E402

@@ -211,7 +211,8 @@ def test_model_backend_runs_on_onnxruntime(exported, tmp_path):
     """`--runtime onnxruntime`: the backend exports on first use (into the folder given) and
     gives the torch runtime's output frame for frame."""
     from facebot.pipeline.backend import DuplexInput
-    from facebot.pipeline.model_backend import ModelBackend, ModelOptions
+    from facebot.pipeline.model_backend import ModelBackend
+    from facebot.config.model import ModelOptions
 
     common = dict(config="tiny", greedy=True, init_seed=0)
     torch_be = ModelBackend(ModelOptions(**common))

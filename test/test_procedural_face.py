@@ -20,6 +20,7 @@ from facebot.face.controls import (
     default_basis,
     flame_to_controls,
 )
+from facebot.config.face import ProceduralFaceConfig
 from facebot.face.cues import FaceCue
 from facebot.face.flame import FlameFrame, FrameSource
 from facebot.face.procedural import (
@@ -28,7 +29,6 @@ from facebot.face.procedural import (
     EYELID_STEP_LIMIT,
     NECK_STEP_LIMIT_RAD,
     ProceduralFace,
-    ProceduralFaceConfig,
     within_bounds,
 )
 from facebot.face.visemes import BILABIALS, PAUSES, VISEMES, normalize_phoneme, viseme_for, viseme_trajectory

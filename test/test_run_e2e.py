@@ -10,7 +10,7 @@ from rosbags.highlevel import AnyReader
 
 from facebot import cli
 from facebot.face.flame import FRAME_PERIOD_NS, FlameTrack, FrameSource
-from facebot.pipeline.scripted import DEFAULT_REPLIES
+from facebot.config.scripted import DEFAULT_REPLIES
 
 sys.path.insert(0, str(Path(__file__).parent))
 from asr import transcribe  # noqa: E402

@@ -124,7 +124,8 @@ def _run(backend, user_core, steps=6):
 
 
 def test_the_model_backend_feeds_the_user_face_to_the_model(face_weights):
-    from facebot.pipeline.model_backend import ModelBackend, ModelOptions
+    from facebot.pipeline.model_backend import ModelBackend
+    from facebot.config.model import ModelOptions
 
     be = ModelBackend(ModelOptions(config="tiny", greedy=True, face_weights=str(face_weights)))
     without = _run(be, None)

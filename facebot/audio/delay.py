@@ -20,22 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import soxr
 
-
-@dataclass
-class DelayConfig:
-    min_delay_ms: float = -200.0  # the echo may come earlier than its stamp says
-    max_delay_ms: float = 1000.0
-    window_s: float = 1.0  # microphone audio per estimate
-    analysis_rate: int = 8000  # the estimate needs no more band than this
-    min_reference_dbfs: float = -40.0  # RMS of the reference window: below, the robot is silent
-    min_peak_ratio: float = 15.0  # peak over the correlation RMS floor (speech echo: 15-70; spurious: up to ~10)
-    agree_ms: float = 3.0  # two estimates this close confirm each other
-
-    def __post_init__(self) -> None:
-        if not self.min_delay_ms < self.max_delay_ms:
-            raise ValueError("delay: need min_delay_ms < max_delay_ms")
-        if self.window_s <= 0.1:
-            raise ValueError("delay: window_s must be above 0.1 s")
+from facebot.config.echo import DelayConfig
 
 
 @dataclass

@@ -53,7 +53,6 @@ produces a non-finite or out-of-bound value.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -65,12 +64,12 @@ from facebot.face.controls import (
     controls_to_flame,
     default_basis,
 )
+from facebot.config.face import ProceduralFaceConfig
 from facebot.face.cues import FaceCue
 from facebot.face.flame import FPS, FlameFrame, FrameSource
 from facebot.face.visemes import viseme_trajectory
 
 __all__ = [
-    "ProceduralFaceConfig",
     "ProceduralFace",
     "FRAMES_PER_CUE",
     "CUE_PERIOD_S",
@@ -98,86 +97,6 @@ EYELID_STEP_LIMIT = 0.85
 _J = CONTROL_INDEX
 _LIP = np.zeros(N_CONTROLS, bool)
 _LIP[[_J[n] for n in ("jaw_open", "lip_press", "lip_round", "lip_funnel", "lip_stretch", "lip_tuck")]] = True
-
-
-@dataclass
-class ProceduralFaceConfig:
-    """Tuning of the procedural face. Times in seconds, angles in radians."""
-
-    seed: int = 0  # same seed + same cues -> identical frames
-    sample_rate: int = 24_000  # of ``cue.robot_audio`` (one cue = 80 ms of it)
-    basis: ControlBasis | None = None  # controls -> FLAME; None = ``default_basis()``
-
-    # --- lips and jaw --------------------------------------------------------------------
-    lip_gain: float = 1.0  # scales every lip control (clipped to [0, 1] afterwards)
-    anticipation_s: float = 0.04  # lips lead the sound by this much (phoneme path)
-    coarticulation_s: float = 0.05  # width of each phoneme's pull on its neighbours
-    lip_smoothing_s: float = 0.015  # first-order smoothing of lip controls (0 = none)
-    audio_lead_s: float = 0.02  # envelope window centre = frame time + this (<= 0.02)
-    audio_attack_s: float = 0.005  # envelope attack time constant (~instant at 25 fps)
-    audio_release_s: float = 0.06  # envelope release time constant
-    audio_gate_rms: float = 1e-3  # below this RMS (~ -60 dBFS) the audio counts as silence
-    audio_min_ref_rms: float = 0.02  # floor of the auto-gain reference (quiet noise stays small)
-    audio_agc_decay_s: float = 3.0  # time constant of the auto-gain peak tracker's decay
-    audio_jaw_max: float = 0.85  # jaw_open at full envelope
-    spectral_hint_gain: float = 0.35  # how much spectral tilt rounds / stretches the lips
-    barge_in_hold_s: float = 0.24  # lips stay at rest this long after a barge-in
-
-    # --- eyes ----------------------------------------------------------------------------
-    blink_interval_s: tuple[float, float] = (2.0, 6.0)  # uniform random interval between blinks
-    blink_duration_s: float = 0.16  # close 30 %, held shut 25 %, open 45 %
-    double_blink_prob: float = 0.12
-    phrase_end_blink_prob: float = 0.6  # blink ~0.1 s after the robot ends a phrase
-    saccade_interval_speaking_s: tuple[float, float] = (0.6, 2.0)
-    saccade_interval_listening_s: tuple[float, float] = (1.5, 4.0)
-    gaze_amplitude_speaking_rad: float = 0.12  # max gaze offset while the robot speaks
-    gaze_amplitude_listening_rad: float = 0.03  # max gaze offset while the user speaks
-    gaze_amplitude_idle_rad: float = 0.07
-    gaze_stabilisation: float = 0.8  # share of head motion the eyes cancel while listening
-
-    # --- head ----------------------------------------------------------------------------
-    head_motion_amplitude_rad: float = 0.035  # smooth noise amplitude while speaking
-    listening_head_motion_scale: float = 0.35  # noise amplitude factor when not speaking
-    emphasis_gain_rad: float = 0.03  # extra pitch (chin down) on audio energy bursts
-    nod_amplitude_rad: float = 0.08  # pitch excursion of a listener nod
-    nod_duration_s: float = 0.5
-    nod_refractory_s: float = 1.0  # no second nod sooner than this
-    attention_tilt_rad: float = 0.05  # head roll while the user speaks
-    attention_lean_rad: float = 0.03  # chin-down lean while the user speaks
-    attention_time_s: float = 0.5  # time constant of entering / leaving attention
-    attention_brow_rate_hz: float = 0.12  # raised-brow events per second while the user speaks
-    backchannel_smile: float = 0.3  # smile pulse with a backchannel nod
-    # --- attention to the user's position (cue.look_at) ------------------------------------
-    look_time_s: float = 0.25  # time constant of turning toward the user
-    look_weight_listening: float = 1.0  # share of the turn while the user speaks
-    look_weight_speaking: float = 0.6  # ... while the robot speaks
-    look_weight_idle: float = 0.85  # ... otherwise
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name in ("seed", "basis"):
-                continue
-            vals = v if isinstance(v, tuple) else (v,)
-            for x in vals:
-                if not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0:
-                    raise ValueError(f"ProceduralFaceConfig.{f.name} must be finite and >= 0, got {v!r}")
-            if isinstance(v, tuple) and (len(v) != 2 or v[0] > v[1] or v[0] <= 0):
-                raise ValueError(f"ProceduralFaceConfig.{f.name} must be (min, max) with 0 < min <= max")
-        if self.sample_rate < 1000:
-            raise ValueError("sample_rate must be >= 1000 Hz")
-        if self.audio_lead_s > 0.02:
-            raise ValueError("audio_lead_s must be <= 0.02 s (the window must lie within the cue's audio)")
-        if self.nod_duration_s <= 0 or self.blink_duration_s <= 0:
-            raise ValueError("nod_duration_s and blink_duration_s must be > 0")
-        if self.audio_min_ref_rms <= 0:
-            raise ValueError("audio_min_ref_rms must be > 0")
-        if not 0 <= self.gaze_stabilisation <= 1:
-            raise ValueError("gaze_stabilisation must be in [0, 1]")
-        for name in ("double_blink_prob", "phrase_end_blink_prob", "look_weight_listening",
-                     "look_weight_speaking", "look_weight_idle"):
-            if getattr(self, name) > 1:
-                raise ValueError(f"{name} must be in [0, 1]")
 
 
 def within_bounds(frame: FlameFrame, jaw_max_rad: float = 0.35, tol: float = 1e-5) -> bool:
@@ -236,9 +155,15 @@ class ProceduralFace:
     playback time of the cue's audio plus 0 / 40 ms.
     """
 
-    def __init__(self, config: ProceduralFaceConfig | None = None):
+    def __init__(self, config: ProceduralFaceConfig | None = None, sample_rate: int = 24_000,
+                 basis: ControlBasis | None = None):
+        """``sample_rate``: of ``cue.robot_audio`` (one cue = 80 ms of it); ``basis``: controls
+        -> FLAME (``default_basis()`` unless given)."""
+        if sample_rate < 1000:
+            raise ValueError(f"sample_rate must be >= 1000 Hz, got {sample_rate}")
         self.config = config if config is not None else ProceduralFaceConfig()
-        self.basis = self.config.basis if self.config.basis is not None else default_basis()
+        self.sample_rate = int(sample_rate)
+        self.basis = basis if basis is not None else default_basis()
         self.reset()
 
     # ------------------------------------------------------------------------------ state
@@ -247,8 +172,8 @@ class ProceduralFace:
         c = self.config
         self._rng = np.random.default_rng(c.seed)
         self._t = 0.0  # start time of the next cue on this face's own clock
-        self._n_cue = round(CUE_PERIOD_S * c.sample_rate)
-        self._half = max(1, round(0.02 * c.sample_rate))  # half of the 40 ms envelope window
+        self._n_cue = round(CUE_PERIOD_S * self.sample_rate)
+        self._half = max(1, round(0.02 * self.sample_rate))  # half of the 40 ms envelope window
         self._tail = np.zeros(self._half * 2)
         # outputs of the previous frame (for rate limits)
         self._controls = np.zeros(N_CONTROLS)
@@ -312,7 +237,7 @@ class ProceduralFace:
         off = self._tail.size
         feats = []
         for k in range(FRAMES_PER_CUE):
-            centre = off + round((k * FRAME_PERIOD_S + c.audio_lead_s) * c.sample_rate)
+            centre = off + round((k * FRAME_PERIOD_S + c.audio_lead_s) * self.sample_rate)
             lo, hi = max(0, centre - self._half), min(buf.size, centre + self._half)
             w = buf[lo:hi]
             energy = float(np.mean(w * w)) if w.size else 0.0

@@ -51,10 +51,12 @@ from facebot.nodes._common import Param
 from facebot.perception.user_perception import (USER_FLAME_TOPIC, USER_POSITION_TOPIC,
                                                 UserPerception)
 from facebot.pipeline.backends import BackendOptions, make_backend
-from facebot.pipeline.duplex import DuplexLoop, LoopConfig
-from facebot.pipeline.echo_stage import EchoInputStage, EchoStageConfig
+from facebot.pipeline.duplex import DuplexLoop
+from facebot.config.loop import LoopConfig
+from facebot.pipeline.echo_stage import EchoInputStage
+from facebot.config.echo import EchoStageConfig
 from facebot.pipeline.playout import PlayoutTracker
-from facebot.pipeline.scripted import ScriptedConfig
+from facebot.config.scripted import ScriptedConfig
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode

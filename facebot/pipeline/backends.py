@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from facebot.pipeline.backend import SpeechBackend
-from facebot.pipeline.scripted import ScriptedBackend, ScriptedConfig
+from facebot.pipeline.scripted import ScriptedBackend
+from facebot.config.scripted import ScriptedConfig
 
 BACKENDS = ("scripted", "model")
 
@@ -23,7 +24,7 @@ class BackendOptions:
 
 def model_options(extras: dict[str, Any]):
     """The model backend's options from pass-through settings (CLI flags or node parameters)."""
-    from facebot.pipeline.model_backend import ModelOptions
+    from facebot.config.model import ModelOptions
 
     keys = {"model_config": "config", "weights_path": "weights", "mimi_weights": "mimi_weights",
             "tokenizer": "tokenizer", "temperature": "temperature", "top_k": "top_k",

@@ -19,7 +19,8 @@ from facebot.audio.framing import FRAME_NS, FRAME_SAMPLES, MODEL_RATE, AudioFram
 from facebot.audio.vad import SileroVad, VoiceActivity
 from facebot.face.cues import FaceCue
 from facebot.face.flame import FRAME_PERIOD_NS, FlameFrame
-from facebot.face.procedural import ProceduralFace, ProceduralFaceConfig
+from facebot.config.loop import LoopConfig
+from facebot.face.procedural import ProceduralFace
 from facebot.pipeline.backend import DuplexInput, DuplexOutput, SpeechBackend, UserActivity
 
 
@@ -30,28 +31,6 @@ class DialogueStateKind(enum.IntEnum):
     LISTENING = 1
     SPEAKING = 2
     OVERLAP = 3
-
-
-@dataclass
-class LoopConfig:
-    # Time from the end of an input frame's capture to its output being heard: compute,
-    # output buffering and the sound card. Live runs measure it; file runs use this value.
-    playout_delay_ms: float = 0.0
-    vad_threshold: float = 0.5
-    face: ProceduralFaceConfig = field(default_factory=ProceduralFaceConfig)
-    # How much the robot's gaze toward the user (neck + eyes) is added onto the model's own
-    # face: 0 = the model's face untouched, 1 = fully (the procedural face always attends).
-    model_face_attention: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.model_face_attention <= 1.0:
-            raise ValueError(f"loop: model_face_attention must be within [0, 1], got {self.model_face_attention}")
-        if not 0.0 <= self.playout_delay_ms <= 2000.0:
-            raise ValueError(f"loop: playout_delay_ms must be within [0, 2000], got {self.playout_delay_ms}")
-        if not 0.0 < self.vad_threshold < 1.0:
-            raise ValueError(f"loop: vad_threshold must be within (0, 1), got {self.vad_threshold}")
-        if isinstance(self.face, dict):
-            self.face = ProceduralFaceConfig(**self.face)
 
 
 @dataclass

@@ -116,7 +116,7 @@ def echo_scenario(seed: int = 0, interrupt_after_s: float | None = None) -> Echo
     espeak-ng's output depends slightly on what the process synthesised before, so call this
     first (or in a fresh process) where the exact audio matters."""
     from facebot.audio.espeak import EspeakVoice
-    from facebot.pipeline.scripted import ScriptedConfig
+    from facebot.config.scripted import ScriptedConfig
 
     rng = np.random.default_rng(seed)
     robot = ScriptedConfig()

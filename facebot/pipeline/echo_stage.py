@@ -25,45 +25,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facebot.audio.delay import DelayConfig, DelayTracker
+from facebot.audio.delay import DelayTracker
 from facebot.audio.echo import EchoCanceller, EchoConfig
 from facebot.audio.framing import MODEL_RATE, AudioFrame, AudioFramer
 from facebot.audio.sample_timeline import SampleTimeline, stamp_to_index
+from facebot.config.echo import EchoStageConfig
 
 REFERENCE_BLOCK = MODEL_RATE // 100  # the reference is placed in 10 ms frames
 LIVE_OPTIONS = ("echo_cancellation", "noise_suppression", "high_pass_filter", "echo_delay_ms")
-
-
-@dataclass
-class EchoStageConfig:
-    echo_cancellation: bool = True
-    noise_suppression: bool = True
-    high_pass_filter: bool = True
-    # Initial guess of how long after its playout stamp the echo reaches the microphone's
-    # capture timeline (ms); tracked from then on unless track_delay is off. The default
-    # (= guard_ms) reads the reference at the microphone's own time stamps.
-    echo_delay_ms: float = 20.0
-    track_delay: bool = True
-    # After a shift the reference leads its echo by this much: AEC3 needs a few ms of lead
-    # (its delay headroom), and the margin absorbs estimation error.
-    guard_ms: float = 20.0
-    min_lead_ms: float = 5.0  # below this lead AEC3 stops cancelling: shift again
-    aec_span_ms: float = 250.0  # delays up to this after the shifted reference are AEC3's job
-    estimate_every_s: float = 0.25
-    history_s: float = 6.0  # reference and microphone audio kept
-    delay: DelayConfig = dataclasses.field(default_factory=DelayConfig)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.delay, dict):
-            self.delay = DelayConfig(**self.delay)
-        if not self.delay.min_delay_ms <= self.echo_delay_ms <= self.delay.max_delay_ms:
-            raise ValueError(f"echo: echo_delay_ms must be within [{self.delay.min_delay_ms}, "
-                             f"{self.delay.max_delay_ms}], got {self.echo_delay_ms}")
-        if not 0.0 <= self.guard_ms <= 200.0:
-            raise ValueError(f"echo: guard_ms must be within [0, 200], got {self.guard_ms}")
-        need = self.delay.window_s + (self.delay.max_delay_ms - self.delay.min_delay_ms) / 1000.0 + 0.5
-        if self.history_s < need:
-            raise ValueError(f"echo: history_s must be at least {need:.1f} s for the delay search")
 
 
 class EchoInputStage:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from facebot.audio.framing import FRAME_SAMPLES
+from facebot.config.model import ModelOptions
 from facebot.pipeline.backend import DuplexInput, DuplexOutput, SpeechBackend
 
 KYUTAI_MIMI = "tokenizer-e351c8d8-checkpoint125.safetensors"
@@ -61,54 +61,6 @@ def face_weight_files(spec: str) -> list:
 
 class ModelLoadError(Exception):
     """Weights or config that cannot be used; ``str()`` is one line naming the file."""
-
-
-@dataclass
-class ModelOptions:
-    config: str = "small"  # tiny | small | moshi-7b | path to a Kyutai config.json
-    weights: str | None = None  # Kyutai folder (model.safetensors, Mimi, tokenizer) or an LM .safetensors
-    mimi_weights: str | None = None  # default: the Mimi file in the weights folder
-    tokenizer: str | None = None  # default: the tokenizer in the weights folder
-    temperature: float = 0.8
-    top_k: int = 250
-    temperature_text: float = 0.7
-    top_k_text: int = 25
-    greedy: bool = False
-    weights_mode: str = "none"  # none (fp32) | bf16 | int8 (weight-only)
-    threads: int | None = None  # torch intra-op threads (default: torch's choice)
-    init_seed: int = 0  # random weights (when none are given) are drawn from this seed
-    compile: bool = False  # torch.compile the LM step (about a minute on 2 CPU cores, cached on disk)
-    # Moshi-Face: "face_lm.safetensors,face_codec.safetensors" or a folder holding both; None:
-    # the loop's procedural face
-    face_weights: str | None = None
-    # where the step runs: torch (the model's own step) | onnxruntime | tensorrt (exported graphs)
-    runtime: str = "torch"
-    # graphs (+ engines/) folder: one that holds an export is started from alone (no torch model;
-    # it must hold the model asked for), an empty one is exported into; None: the user cache
-    export_dir: str | None = None
-    precision: str = "fp32"  # exported graphs / engines: fp32 | fp16 | int8 | int4 (int: onnxruntime only)
-    verify_weights: bool = False  # starting from a folder: re-hash the weight files, not only size + mtime
-    device: str = "cpu"  # onnxruntime: cpu | cuda (tensorrt is always cuda)
-    force_engine_update: bool = False  # re-export the graphs and rebuild the engines
-
-    def __post_init__(self) -> None:
-        if self.temperature < 0 or self.temperature_text < 0:
-            raise ValueError("model: temperatures must be >= 0")
-        if self.top_k < 0 or self.top_k_text < 0:
-            raise ValueError("model: top_k must be >= 0")
-        if self.weights_mode not in ("none", "bf16", "int8"):
-            raise ValueError(f"model: weights_mode must be none, bf16 or int8, got {self.weights_mode!r}")
-        if self.runtime not in ("torch", "onnxruntime", "tensorrt"):
-            raise ValueError(f"model: runtime must be torch, onnxruntime or tensorrt, got {self.runtime!r}")
-        if self.precision not in ("fp32", "fp16", "int8", "int4"):
-            raise ValueError(f"model: precision must be fp32, fp16, int8 or int4, got {self.precision!r}")
-        if self.precision in ("int8", "int4") and self.runtime == "tensorrt":
-            raise ValueError(f"model: {self.precision} graphs use onnxruntime's MatMulNBits; "
-                             "TensorRT takes fp32 or fp16")
-        if self.runtime != "torch" and self.weights_mode != "none":
-            raise ValueError("model: weights_mode is for the torch runtime; exported graphs take --precision")
-        if self.runtime != "torch" and self.compile:
-            raise ValueError("model: --compile is for the torch runtime")
 
 
 class ModelBackend(SpeechBackend):

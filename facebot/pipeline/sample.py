@@ -19,7 +19,7 @@ from facebot.io.atomic import atomic_path, atomic_write_text
 from facebot.audio.espeak import EspeakVoice
 from facebot.audio.files import write_wav
 from facebot.audio.framing import MODEL_RATE
-from facebot.pipeline.scripted import ScriptedConfig
+from facebot.config.scripted import ScriptedConfig
 
 USER_VOICE = "en-us+m3"  # a different voice from the robot's
 SAMPLE_NAME = "sample_conversation.wav"

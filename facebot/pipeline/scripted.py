@@ -8,54 +8,16 @@ step never waits for the synthesiser.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from facebot.audio.espeak import EspeakVoice, SpeechClip
 from facebot.audio.framing import FRAME_SAMPLES, MODEL_RATE
 from facebot.pipeline.backend import DuplexInput, DuplexOutput, SpeechBackend
-from facebot.pipeline.turns import TurnConfig, TurnTaker
+from facebot.config.scripted import ScriptedConfig
+from facebot.pipeline.turns import TurnTaker
 
-DEFAULT_REPLIES = (
-    "Hello, I am face bot, a friendly robot. It is nice to meet you.",
-    "I can listen and talk at the same time, so you can interrupt me whenever you like, "
-    "and I will stop and listen to you.",
-    "Of course. I stopped talking. What would you like to know?",
-    "Thank you for talking with me today. Goodbye.",
-)
-DEFAULT_BACKCHANNELS = ("hmm", "yeah", "right")  # espeak spells out "mm hmm" as letters
 FADE_SAMPLES = 48  # 2 ms: long enough to avoid a click, short enough to stop at once
 PHONEME_WINDOW_S = (-0.2, 0.4)  # the span of phoneme timing the face gets (see FaceCue)
-
-
-@dataclass
-class ScriptedConfig:
-    replies: tuple[str, ...] = DEFAULT_REPLIES
-    backchannels: tuple[str, ...] = DEFAULT_BACKCHANNELS
-    # en-us with the f5 variant: the espeak-ng voice an off-the-shelf recogniser
-    # (pocketsphinx en-us) understands best, which is a fair proxy for a listener.
-    voice: str = "en-us+f5"
-    rate_wpm: int = 140
-    pitch: int = 50
-    reply_gain: float = 0.9
-    backchannel_gain: float = 0.5  # softer than speech: a listener's murmur
-    # After the last line, start again from the first (a demo that never runs dry).
-    loop_script: bool = True
-    turns: TurnConfig = field(default_factory=TurnConfig)
-
-    def __post_init__(self) -> None:
-        self.replies = tuple(self.replies)
-        self.backchannels = tuple(self.backchannels)
-        if not self.replies:
-            raise ValueError("scripted: at least one reply line is needed")
-        if not all(isinstance(r, str) and r.strip() for r in self.replies + self.backchannels):
-            raise ValueError("scripted: reply and backchannel lines must be non-empty text")
-        for name in ("reply_gain", "backchannel_gain"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"scripted: {name} must be within [0, 1]")
-        if isinstance(self.turns, dict):
-            self.turns = TurnConfig(**self.turns)
 
 
 class _Playback:

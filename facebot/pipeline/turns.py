@@ -7,34 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from facebot.config.loop import TurnConfig
 from facebot.pipeline.backend import UserActivity
-
-
-@dataclass
-class TurnConfig:
-    # Silence after the user's speech that ends their turn. Shorter feels snappier but cuts
-    # people off when they hesitate; ~0.7-1 s is what VAD-driven dialogue systems use.
-    end_of_turn_ms: float = 800.0
-    # Speech shorter than this (a cough, a click, "uh") does not make a turn worth answering.
-    min_turn_speech_ms: float = 300.0
-    # A mid-turn silence at least this long is a pause where a listener may backchannel.
-    pause_min_ms: float = 240.0
-    # Backchannel only after the user has talked this long in the current turn, so that a
-    # short question gets an answer, not an "mm-hmm" first ...
-    backchannel_min_turn_ms: float = 2500.0
-    # ... and at most once per this many seconds, so it stays a nod, not a chorus.
-    backchannel_interval_s: float = 4.0
-    # Stop the robot's reply when the user starts speaking over it.
-    barge_in: bool = True
-
-    def __post_init__(self) -> None:
-        if not 0 < self.pause_min_ms < self.end_of_turn_ms:
-            raise ValueError(
-                f"turns: need 0 < pause_min_ms ({self.pause_min_ms}) < end_of_turn_ms ({self.end_of_turn_ms})"
-            )
-        for name in ("min_turn_speech_ms", "backchannel_min_turn_ms", "backchannel_interval_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"turns: {name} must be >= 0")
 
 
 @dataclass

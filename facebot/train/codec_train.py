@@ -356,7 +356,8 @@ def procedural_tracks(seconds: float, n_tracks: int = 1, seed: int = 0) -> List[
     Deterministic for a seed. A stand-in until a real or generated corpus is used."""
     from facebot.audio.timing import PhonemeSpan
     from facebot.face.cues import FaceCue
-    from facebot.face.procedural import ProceduralFace, ProceduralFaceConfig
+    from facebot.face.procedural import ProceduralFace
+    from facebot.config.face import ProceduralFaceConfig
 
     sr, n = 24_000, 1920
     out = []

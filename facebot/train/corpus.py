@@ -55,7 +55,8 @@ from facebot.audio.files import write_wav
 from facebot.audio.timing import PhonemeSpan, WordSpan
 from facebot.face.cues import FaceCue
 from facebot.face.flame import FPS, FlameTrack
-from facebot.face.procedural import ProceduralFace, ProceduralFaceConfig
+from facebot.face.procedural import ProceduralFace
+from facebot.config.face import ProceduralFaceConfig
 
 __all__ = [
     "CORPUS_FORMAT",
@@ -303,8 +304,8 @@ def make_dialogue(seconds: float = 20.0, seed: int = 0, sample_rate: int = 24000
         ph = phonemes[s]
         starts = np.array([p.start_s for p in ph])
         ends = np.array([p.end_s for p in ph])
-        face = ProceduralFace(ProceduralFaceConfig(seed=int(seed) * 2 + idx + 1, sample_rate=int(sample_rate),
-                                                   anticipation_s=LIP_ANTICIPATION_S))
+        face = ProceduralFace(ProceduralFaceConfig(seed=int(seed) * 2 + idx + 1, anticipation_s=LIP_ANTICIPATION_S),
+                              sample_rate=int(sample_rate))
         frames = []
         for k in range(n_cues):
             t0 = cue_t[k]
