@@ -13,8 +13,10 @@ import types
 import typing
 from typing import Any, Literal
 
+from facebot.errors import FacebotError
 
-class ConfigError(ValueError):
+
+class ConfigError(FacebotError, ValueError):
     """A configuration problem; ``str()`` is one line naming the file and the key."""
 
 
@@ -37,6 +39,12 @@ def bounds(cls, name: str) -> tuple[float | None, float | None]:
     low = meta.get("ge") if meta.get("ge") is not None else meta.get("gt")
     high = meta.get("le") if meta.get("le") is not None else meta.get("lt")
     return low, high
+
+
+def default(cls, name: str) -> Any:
+    """A field's default value."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
 def choices(cls, name: str) -> tuple[str, ...]:

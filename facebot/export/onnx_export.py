@@ -32,6 +32,8 @@ import torch
 from facebot.io.atomic import atomic_write_text
 from .graphs import StepGraph
 
+from facebot.errors import FacebotError
+
 __all__ = ["MANIFEST", "OPSET", "PRECISIONS", "weights_hash", "export_graph", "export_graphs", "read_manifest",
            "ManifestError", "convert_precision", "derive_export", "stored_bytes", "write_manifest"]
 
@@ -42,7 +44,7 @@ FORMAT_VERSION = 2  # 2: unrolled depth graph, weight_sources in the manifest
 TWO_GB = 2 * 1024 ** 3
 
 
-class ManifestError(Exception):
+class ManifestError(FacebotError):
     """A missing, unreadable or mismatched export; ``str()`` names the folder and the cause."""
 
 

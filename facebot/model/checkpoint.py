@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from facebot.io.atomic import atomic_path
+from facebot.errors import FacebotError
 
 __all__ = ["CheckpointError", "load_state", "read_safetensors", "save_safetensors",
            "merge_per_step_keys", "check_state"]
@@ -31,7 +32,7 @@ KeyMap = Union[None, Mapping[str, str], Callable[[str], Optional[str]],
                List[Tuple[str, str]]]
 
 
-class CheckpointError(Exception):
+class CheckpointError(FacebotError):
     """A checkpoint that does not fit the module. ``missing``, ``unexpected`` and ``mismatched``
     ([(key, file shape, module shape)]) hold the details; ``str()`` lists them."""
 

@@ -47,7 +47,7 @@ from facebot.robot.actuators import ESTOP_MODES, HeadController, load_head_confi
 from facebot.robot.actuators import OUTPUT_FORMS
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float64MultiArray
+from std_msgs.msg import Bool, Float64, Float64MultiArray
 from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -150,6 +150,9 @@ class HeadDriverNode(Node):
                 JointState, JOINT_COMMANDS_TOPIC, qos)
         self.diag_pub = self.create_publisher(
             common.DiagnosticArray, common.DIAGNOSTICS_TOPIC, 10)
+        # the dialogue holds the voice back by at least this lead + one face frame
+        self.lead_pub = self.create_publisher(Float64, common.HEAD_LEAD, common.latched_qos())
+        self.publish_lead()
         self.create_subscription(FlameParams, common.FLAME, self.on_flame,
                                  common.reliable_qos(50))
         self.create_subscription(Bool, ESTOP_TOPIC, self.on_estop_topic, qos)
@@ -164,7 +167,15 @@ class HeadDriverNode(Node):
         config = apply_params(self.base_config, values)  # ValueError: refused with reason
         self.controller.reconfigure(config)
         self.params = values
+        if 'lead_ms' in changes:
+            self.publish_lead()
         return None
+
+    def publish_lead(self) -> None:
+        """Tells the dialogue (latched) how far ahead of the voice the motors are commanded."""
+        msg = Float64()
+        msg.data = float(self.controller.config.lead_ms)
+        self.lead_pub.publish(msg)
 
     # -- input -----------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from facebot.audio.framing import FRAME_NS, FRAME_SAMPLES, MODEL_RATE, AudioFram
 from facebot.audio.vad import SileroVad, VoiceActivity
 from facebot.face.cues import FaceCue
 from facebot.face.flame import FRAME_PERIOD_NS, FlameFrame
+from facebot.config.face import ProceduralFaceConfig
 from facebot.config.loop import LoopConfig
 from facebot.face.procedural import ProceduralFace
 from facebot.pipeline.backend import DuplexInput, DuplexOutput, SpeechBackend, UserActivity

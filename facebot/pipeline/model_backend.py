@@ -17,6 +17,7 @@ import numpy as np
 from facebot.audio.framing import FRAME_SAMPLES
 from facebot.config.model import ModelOptions
 from facebot.pipeline.backend import DuplexInput, DuplexOutput, SpeechBackend
+from facebot.errors import FacebotError
 
 KYUTAI_MIMI = "tokenizer-e351c8d8-checkpoint125.safetensors"
 KYUTAI_TOKENIZER = "tokenizer_spm_32k_3.model"
@@ -59,7 +60,7 @@ def face_weight_files(spec: str) -> list:
     return files
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(FacebotError):
     """Weights or config that cannot be used; ``str()`` is one line naming the file."""
 
 

@@ -56,6 +56,7 @@ import numpy as np
 
 from facebot.io.atomic import atomic_path
 from facebot.face.flame import FlameFrame
+from facebot.errors import FacebotError
 
 __all__ = [
     "FLAME_KEYS",
@@ -79,7 +80,7 @@ NPZ_FORMAT = "facebot-flame-1"
 CONVERT_HINT = "facebot flame-convert MODEL.pkl MODEL.npz --i-trust-this-file"
 
 
-class FlameModelError(ValueError):
+class FlameModelError(FacebotError, ValueError):
     """A problem with a FLAME model file; ``str()`` is one line naming the file."""
 
 
