@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from facebot.cli.errors import EXIT_USAGE
+from facebot.cli.errors import EXIT_USAGE, write_error
 from facebot.errors import FacebotError
 
 
@@ -44,4 +44,10 @@ def _main(argv: list[str] | None = None) -> int:
         return 130
     except FacebotError as err:
         print(f"facebot: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as err:  # a read-only, full or missing output location: one line, not a traceback
+        line = write_error(err)
+        if line is None:
+            raise
+        print(f"facebot: error: {line}", file=sys.stderr)
         return EXIT_USAGE

@@ -6,26 +6,13 @@ import time
 from pathlib import Path
 
 from facebot import __version__
-from facebot.cli.errors import UserError, write_error
+from facebot.cli.errors import UserError
 from facebot.cli.outputs import print_outputs, session_out_dir
 from facebot.cli.settings import pipeline_config
-from facebot.errors import FacebotError
 
 
 def run_command(args) -> int:
-    """`run` and `bag`; a write failure on the output location is one line, not a traceback."""
-    try:
-        return _run(args)
-    except OSError as err:
-        if isinstance(err, FacebotError):
-            raise
-        line = write_error(err)
-        if line is None:
-            raise
-        raise line from None
-
-
-def _run(args) -> int:
+    """`run` and `bag`: the assembled pipeline over a file, the microphone or a bag."""
     from facebot.assembly import build_pipeline
     from facebot.pipeline.session import run_session
 

@@ -58,7 +58,7 @@ def load_pipeline_config(path: str | Path | None = None, overrides: Iterable[Ove
     """The YAML file (default: the package's facebot.yaml) with ``overrides`` applied; every
     value checked once here, an error names the file and key or the flag/parameter."""
     path = Path(path) if path else CONFIG_DIR / DEFAULT_FILE
-    config = from_mapping(PipelineConfig, load_yaml(path), path.name)
+    config = from_mapping(PipelineConfig, load_yaml(path), f"{path.name}:")
     return apply_overrides(config, overrides)
 
 

@@ -158,24 +158,26 @@ def from_mapping(cls, data: Any, where: str):
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{where.rstrip(':')}: expected a mapping, got {type(data).__name__}")
     fields = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(map(str, data)) - fields)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(fields))})")
+        raise ConfigError(f"{where.rstrip(':')}: unknown key(s) {', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(fields))})")
     hints = typing.get_type_hints(cls)
     meta = {f.name: dict(f.metadata) for f in dataclasses.fields(cls)}
+    sep = "" if where.endswith(":") else "."
     kwargs = {}
     try:
         for key, value in data.items():
             if dataclasses.is_dataclass(hints.get(key)) and isinstance(value, dict):
-                value = from_mapping(hints[key], value, f"{where}.{key}")
+                value = from_mapping(hints[key], value, f"{where}{sep}{key}")
             else:  # every dataclass is type-checked here, Settings or not
                 value = _coerce(value, hints[key], meta[key], key)
             kwargs[key] = value
         return cls(**kwargs)
     except ConfigError as err:
         msg = str(err)
-        raise ConfigError(msg if msg.startswith(where) else f"{where}.{msg}") from None
+        raise ConfigError(msg if msg.startswith(where) else f"{where}{sep}{msg}") from None
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where}: {err}") from None
+        raise ConfigError(f"{where.rstrip(':')}: {err}") from None

@@ -158,7 +158,11 @@ class BagInput:
                 if samples.shape[0] == 0:
                     self._drop("empty", None)
                     continue
-                stamp = _stamp(msg, received_ns)
+                try:
+                    stamp = _stamp(msg, received_ns)
+                except ValueError as err:  # e.g. nanosec >= 1e9: no time to place it at
+                    self._drop("bad_stamp", err)
+                    continue
                 if getattr(msg, "header", None) is None:  # received when complete
                     stamp -= samples.shape[0] * 1_000_000_000 // rate
                 if not 0 <= stamp <= MAX_STAMP_NS:  # every output is a ROS message stamped from it
@@ -248,10 +252,11 @@ class BagCamera:
             try:
                 msg = self._reader.deserialize(raw, conn.msgtype)
                 rgb = _image_to_rgb(msg, cv2)
-            except Exception:  # malformed image: counted, skipped
+                stamp = _stamp(msg, received_ns)
+            except Exception:  # malformed image or stamp: counted, skipped
                 self.dropped += 1
                 continue
-            return rgb, _stamp(msg, received_ns)
+            return rgb, stamp
         return None
 
     def frame_at(self, stamp_ns: int):

@@ -1,0 +1,144 @@
+"""Bad settings are refused once, where they enter, in one line naming the key (issue 12.6, 12.10).
+
+Every case here used to run (a value silently wrong: the robot never replies, lips follow a
+boolean) or end in a traceback minutes in. Each goes through the command line as a user
+would type it and must end with ``facebot: error: ...`` naming the key, exit status 2, and
+no output folder.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from facebot import cli, interfaces
+from facebot.bagio import BagRecorder
+from facebot.config.files import CONFIG_DIR
+from facebot.config.pipeline import Override, PipelineConfig, apply_overrides, load_pipeline_config
+from facebot.config.schema import ConfigError
+
+T0 = 1_700_000_000_000_000_000
+
+
+def pipeline_yaml(tmp_path: Path, **sections) -> Path:
+    """The package's facebot.yaml with ``sections`` merged in (dotted keys allowed)."""
+    data = yaml.safe_load((CONFIG_DIR / "facebot.yaml").read_text())
+    for dotted, value in sections.items():
+        *parents, last = dotted.split(".")
+        node = data
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[last] = value
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def refused(capsys, rc: int, *needles: str) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2, err
+    assert err and err[-1].startswith("facebot: error:") and "Traceback" not in "\n".join(err), err
+    for needle in needles:
+        assert needle in err[-1], err[-1]
+    return err[-1]
+
+
+@pytest.mark.parametrize("key, value, needle", [
+    ("scripted.turns.end_of_turn_ms", float("inf"), "end_of_turn_ms must be finite"),
+    ("loop.face.lip_gain", True, "lip_gain must be a number"),
+    ("loop.face.sample_rate", 48000, "unknown key(s) sample_rate"),
+    ("loop.face.basis", {"jaw": [1, 2]}, "unknown key(s) basis"),
+    ("loop.face.blink_interval_s", 3.0, "blink_interval_s must be a list of 2 values"),
+    ("loop.face.blink_interval_s", [6.0, 2.0], "min <= max"),
+    ("loop.vad_threshold", 1.5, "vad_threshold must be < 1"),
+    ("loop.playout_delay_ms", float("nan"), "playout_delay_ms must be finite"),
+    ("scripted.rate_wpm", 1000, "rate_wpm must be <= 450"),
+    ("scripted.rate_wpm", "fast", "rate_wpm must be an integer"),
+    ("scripted.pitch", float("nan"), "pitch must be an integer"),
+    ("scripted.replies", "just one string", "replies must be a list"),
+    ("model.temperature", -1.0, "temperature must be >= 0"),
+    ("model.runtime", "cuda", "runtime must be one of"),
+    ("echo.echo_delay_ms", 1e300, "echo_delay_ms must be <= 3000"),
+])
+def test_a_bad_config_value_is_one_line_naming_the_file_and_key(tmp_path, capsys, key, value, needle):
+    path = pipeline_yaml(tmp_path, **{key: value})
+    rc = cli.main(["run", "--config", str(path), "--no-video", "--no-progress", "--out", str(tmp_path / "o")])
+    line = refused(capsys, rc, needle, "bad.yaml:")
+    assert key.split(".")[0] in line
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--temperature", "nan"], "--temperature"),
+    (["--backend", "model", "--temperature", "-1"], "--temperature: temperature must be >= 0"),
+    (["--backend", "model", "--top-k", "-1"], "--top-k: top_k must be >= 0"),
+    (["--threads", "-1"], "--threads"),
+    (["--t0-ns", "-5"], "--t0-ns"),
+    (["--duration", "nan"], "--duration"),
+    (["--backend", "model", "--runtime", "tensorrt", "--precision", "int4"], "TensorRT takes fp32 or fp16"),
+])
+def test_a_bad_flag_is_one_line(tmp_path, capsys, args, needle):
+    try:
+        rc = cli.main(["run", "--no-video", "--no-progress", "--out", str(tmp_path / "o"), *args])
+    except SystemExit as exc:  # argparse's own one-line usage error, also exit 2
+        rc = exc.code
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and needle in err[-1], err
+    else:
+        refused(capsys, rc, needle)
+    assert not (tmp_path / "o").exists()
+
+
+def test_corpus_refuses_a_nan_length(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["corpus", str(tmp_path / "c"), "--seconds", "nan"])
+    assert exc.value.code == 2 and "--seconds" in capsys.readouterr().err
+
+
+def test_an_unknown_espeak_voice_is_one_line(tmp_path, capsys):
+    path = pipeline_yaml(tmp_path, **{"scripted.voice": "xx-nowhere"})
+    rc = cli.main(["run", "--config", str(path), "--no-video", "--no-progress", "--out", str(tmp_path / "o")])
+    refused(capsys, rc, "xx-nowhere")
+
+
+@pytest.mark.parametrize("config", [{"context": 0}, {"dim": 64, "num_heads": 5}, {"num_layers": -2},
+                                    {"hidden_scale": float("nan")}, "not json {"])
+def test_a_bad_model_config_json_is_one_line(tmp_path, capsys, config):
+    path = tmp_path / "config.json"
+    path.write_text(config if isinstance(config, str) else json.dumps(config))
+    rc = cli.main(["export", "--config", str(path), "--out", str(tmp_path / "x")])
+    refused(capsys, rc, str(path))
+    rc = cli.main(["run", "--backend", "model", "--config", str(path), "--no-video", "--out", str(tmp_path / "o")])
+    refused(capsys, rc, str(path))
+
+
+def test_a_bag_chunk_with_an_impossible_stamp_is_dropped_and_counted(tmp_path):
+    rate, chunk = 16000, 320
+    t = np.arange(rate * 2) / rate
+    audio = (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    path = tmp_path / "bag"
+    with BagRecorder(path, {"/audio/in": "facebot/msg/AudioChunk"}) as bag:
+        for i, start in enumerate(range(0, len(audio), chunk)):
+            stamp = T0 + start * 1_000_000_000 // rate
+            msg = interfaces.audio_to_msg(audio[start:start + chunk], rate, stamp)
+            if i == 10:
+                msg.header.stamp.nanosec = 2_000_000_000
+            bag.write("/audio/in", stamp, msg)
+    out = tmp_path / "o"
+    assert cli.main(["bag", str(path), "--no-video", "--no-progress", "--out", str(out)]) == 0
+    counters = json.loads((out / "summary.json").read_text())["counters"]
+    assert sum(v for k, v in counters.items() if "dropped" in k or "refused" in k) >= 1, counters
+
+
+def test_a_section_applies_its_overrides_together():
+    """Flags of one section are applied at once: no order-dependent refusal in between."""
+    config = load_pipeline_config(CONFIG_DIR / "facebot.yaml",
+                                  [Override("model.runtime", "tensorrt", "--runtime")])
+    config = apply_overrides(config, [Override("model.precision", "int8", "--precision"),
+                                      Override("model.runtime", "onnxruntime", "--runtime")])
+    assert (config.model.runtime, config.model.precision) == ("onnxruntime", "int8")
+    with pytest.raises(ConfigError, match="--nope: no setting 'loop.nope'"):
+        apply_overrides(PipelineConfig(), [Override("loop.nope", 1, "--nope")])
