@@ -115,22 +115,31 @@ def test_a_bad_model_config_json_is_one_line(tmp_path, capsys, config):
     refused(capsys, rc, str(path))
 
 
-def test_a_bag_chunk_with_an_impossible_stamp_is_dropped_and_counted(tmp_path):
+def test_impossible_stamps_and_empty_images_in_a_bag_are_dropped_and_counted(tmp_path):
     rate, chunk = 16000, 320
     t = np.arange(rate * 2) / rate
     audio = (0.1 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    image_cls = interfaces.msg_class("sensor_msgs/msg/Image")
     path = tmp_path / "bag"
-    with BagRecorder(path, {"/audio/in": "facebot/msg/AudioChunk"}) as bag:
+    with BagRecorder(path, {"/audio/in": "facebot/msg/AudioChunk", "/cam": "sensor_msgs/msg/Image"}) as bag:
         for i, start in enumerate(range(0, len(audio), chunk)):
             stamp = T0 + start * 1_000_000_000 // rate
             msg = interfaces.audio_to_msg(audio[start:start + chunk], rate, stamp)
             if i == 10:
                 msg.header.stamp.nanosec = 2_000_000_000
             bag.write("/audio/in", stamp, msg)
+            if i % 10 == 0:  # 0x0 images; one with a nanosec past 1e9
+                header = interfaces.make_header(stamp, "camera")
+                if i == 20:
+                    header.stamp.nanosec = 3_000_000_000
+                bag.write("/cam", stamp, image_cls(header=header, height=0, width=0, encoding="rgb8", is_bigendian=0, step=0,
+                                                   data=np.zeros(0, np.uint8)))
     out = tmp_path / "o"
-    assert cli.main(["bag", str(path), "--no-video", "--no-progress", "--out", str(out)]) == 0
+    assert cli.main(["bag", str(path), "--camera-topic", "/cam", "--no-video", "--no-progress",
+                     "--out", str(out)]) == 0
     counters = json.loads((out / "summary.json").read_text())["counters"]
-    assert sum(v for k, v in counters.items() if "dropped" in k or "refused" in k) >= 1, counters
+    assert counters["input_dropped_bad_stamp"] == 1, counters
+    assert counters["camera_dropped"] == len(range(0, len(audio), chunk * 10)), counters  # every image
 
 
 def test_a_section_applies_its_overrides_together():
