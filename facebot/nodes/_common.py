@@ -134,17 +134,21 @@ class Param:
 
 
 def setting_param(name: str, key: str, description: str, *, live: bool = False,
-                  default: Any = None) -> Param:
+                  default: Any = None, choices: tuple[str, ...] | None = None) -> Param:
     """A parameter that sets the pipeline setting ``key`` (facebot.config.pipeline): its
-    default, range and choices come from the settings schema, declared there once."""
+    default, range and choices come from the settings schema, declared there once.
+    ``choices=()`` leaves the choice to the configure step (a lifecycle node then fails its
+    transition with the reason instead of refusing to start)."""
     from facebot.config.pipeline import setting_field
-    from facebot.config.schema import bounds, choices
+    from facebot.config.schema import bounds
+    from facebot.config.schema import choices as schema_choices
     from facebot.config.schema import default as default_of
 
     cls, field = setting_field(key)
     lo, hi = bounds(cls, field)
     value = default_of(cls, field) if default is None else default
-    return Param(name, value, description, lo, hi, live=live, choices=choices(cls, field))
+    allowed = schema_choices(cls, field) if choices is None else choices
+    return Param(name, value, description, lo, hi, live=live, choices=allowed)
 
 
 def declare(node, specs: Iterable[Param]) -> dict[str, Any]:

@@ -73,59 +73,81 @@ STEP_POLL_S = 0.01
 MAX_STEPS_PER_TICK = 2
 IMAGE_CHANNELS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1}
 
-PARAMS = (
-    setting_param('backend', 'backend', 'speech backend: scripted (espeak-ng, rules) or model'),
-    Param('config_file', '',
-          "pipeline YAML (sections loop, scripted, model, echo; facebot.config.pipeline); "
-          "empty = the package's facebot.yaml. These parameters override it"),
-    Param('script_lines', [''],
-          "scripted backend's reply lines; [''] = the lines of config_file"),
-    Param('weights_path', '', 'model weights (model backends; e.g. a .safetensors file)'),
-    Param('engine_path', '',
-          'folder of the exported graphs (and TensorRT engines/) for runtime onnxruntime or '
-          'tensorrt: one holding an export is started from alone (no torch model; it must hold '
-          'the model asked for), an empty one is exported into; '
-          "'' = ~/.cache/facebot/graphs/<model>"),
-    setting_param('runtime', 'model.runtime', 'where the model step runs (model backend)'),
-    setting_param('precision', 'model.precision', 'exported graphs / engines precision (model '
-                  'backend; int8, int4: onnxruntime only)'),
-    setting_param('force_engine_update', 'model.force_engine_update',
-                  're-export the graphs and rebuild the TensorRT engines at configure'),
-    Param('model_config', '', "model configuration name or file for model backends; '' = "
-          "config_file's (small)"),
-    setting_param('temperature', 'model.temperature', 'sampling temperature of model backends',
-                  live=True),
-    setting_param('top_k', 'model.top_k', 'top-k sampling of model backends', live=True),
-    setting_param('seed', 'seed',
-                  'random seed of the session (backend sampling, procedural face)'),
-    setting_param('vad_threshold', 'loop.vad_threshold',
-                  'speech probability above which the user counts as speaking'),
-    setting_param('playout_delay_ms', 'loop.playout_delay_ms',
-                  'least time from the end of an input frame to its output being heard (ms); '
-                  "raised to the head driver's lead + 40 ms (head/lead_ms) so the motors lead "
-                  'the voice; a value below that is refused', live=True, default=80.0),
-    Param('measure_playout', True,
-          "raise the playout delay to what the audio player's audio/played feedback shows",
-          live=True),
-    Param('max_pending_frames', 4, 'input frames waiting beyond this are dropped (counted)',
-          1, 100, live=True),
-    Param('max_image_age_s', 1.0, 'a camera image older than this is not passed on',
-          0.0, 60.0, live=True),
-    Param('output_encoding', 'S16LE', 'sample format of the robot audio',
-          choices=tuple(ENCODING_DTYPES), live=True),
-    Param('audio_frame_id', 'speaker', 'header.frame_id of the robot audio', live=True),
-    Param('face_frame_id', 'face', 'header.frame_id of the FLAME frames', live=True),
-    setting_param('echo_cancellation', 'echo.echo_cancellation',
-                  "remove the robot's own voice (audio/played) from audio/in before the VAD "
-                  '(AEC3)', live=True),
-    setting_param('noise_suppression', 'echo.noise_suppression',
-                  'suppress steady background noise on audio/in', live=True),
-    setting_param('high_pass_filter', 'echo.high_pass_filter',
-                  'high-pass filter audio/in (rumble, DC)', live=True),
-    setting_param('echo_delay_ms', 'echo.echo_delay_ms',
-                  'initial guess of the delay from an audio/played stamp to its echo in audio/in '
-                  '(ms); tracked from then on', live=True),
-)
+CONFIG_FILE = Param('config_file', '',
+                    'pipeline YAML (sections loop, scripted, model, echo: '
+                    "facebot.config.pipeline); empty = the package's facebot.yaml. Its values "
+                    "are the other parameters' defaults (read at start-up); the parameters "
+                    'override it at every configure')
+
+
+def params_for(config: PipelineConfig) -> tuple[Param, ...]:
+    """The node's parameters; those that set a pipeline setting default to the file's value."""
+    def setting(name, key, description, **kw):
+        kw.setdefault('default', file_value(config, key))
+        return setting_param(name, key, description, **kw)
+
+    return (
+        CONFIG_FILE,
+        setting('backend', 'backend', 'speech backend: scripted (espeak-ng, rules) or model '
+                '(checked at configure)', choices=()),
+        Param('script_lines', [''], "scripted backend's reply lines; [''] = the file's lines"),
+        Param('weights_path', '', 'model weights (model backends; e.g. a .safetensors file)'),
+        Param('engine_path', '',
+              'folder of the exported graphs (and TensorRT engines/) for runtime onnxruntime '
+              'or tensorrt: one holding an export is started from alone (no torch model; it '
+              'must hold the model asked for), an empty one is exported into; '
+              "'' = ~/.cache/facebot/graphs/<model>"),
+        setting('runtime', 'model.runtime', 'where the model step runs (model backend)'),
+        setting('precision', 'model.precision',
+                'exported graphs / engines precision (int8, int4: onnxruntime only)'),
+        setting('force_engine_update', 'model.force_engine_update',
+                're-export the graphs and rebuild the TensorRT engines at configure'),
+        setting('model_config', 'model.config',
+                'model configuration (tiny, small, moshi-7b or a Kyutai config.json)'),
+        setting('temperature', 'model.temperature', 'sampling temperature of model backends',
+                live=True),
+        setting('top_k', 'model.top_k', 'top-k sampling of model backends (0: all)',
+                live=True),
+        setting('seed', 'seed', 'random seed of the session (sampling, procedural face)'),
+        setting('vad_threshold', 'loop.vad_threshold',
+                'speech probability above which the user counts as speaking'),
+        setting('playout_delay_ms', 'loop.playout_delay_ms',
+                'least time from the end of an input frame to its output being heard (ms); '
+                "raised to the head driver's lead + 40 ms (head/lead_ms) so the motors lead "
+                'the voice; a value below that is refused',
+                live=True, default=max(80.0, config.loop.playout_delay_ms)),
+        Param('measure_playout', True,
+              "raise the playout delay to what the audio player's audio/played feedback shows",
+              live=True),
+        Param('max_pending_frames', 4, 'input frames waiting beyond this are dropped (counted)',
+              1, 100, live=True),
+        Param('max_image_age_s', 1.0, 'a camera image older than this is not passed on',
+              0.0, 60.0, live=True),
+        Param('output_encoding', 'S16LE', 'sample format of the robot audio',
+              choices=tuple(ENCODING_DTYPES), live=True),
+        Param('audio_frame_id', 'speaker', 'header.frame_id of the robot audio', live=True),
+        Param('face_frame_id', 'face', 'header.frame_id of the FLAME frames', live=True),
+        setting('echo_cancellation', 'echo.echo_cancellation',
+                "remove the robot's own voice (audio/played) from audio/in before the VAD "
+                '(AEC3)', live=True),
+        setting('noise_suppression', 'echo.noise_suppression',
+                'suppress steady background noise on audio/in', live=True),
+        setting('high_pass_filter', 'echo.high_pass_filter',
+                'high-pass filter audio/in (rumble, DC)', live=True),
+        setting('echo_delay_ms', 'echo.echo_delay_ms',
+                'initial guess of the delay from an audio/played stamp to its echo in '
+                'audio/in (ms); tracked from then on', live=True),
+    )
+
+
+def file_value(config: PipelineConfig, key: str):
+    """The value of dotted ``key`` in ``config``."""
+    value = config
+    for name in key.split('.'):
+        value = getattr(value, name)
+    return value
+
+
 ECHO_PARAMS = ('echo_cancellation', 'noise_suppression', 'high_pass_filter', 'echo_delay_ms')
 # parameter -> pipeline setting; '' leaves the config file's value
 PARAM_SETTINGS = {
@@ -141,7 +163,7 @@ PARAM_SETTINGS = {
 def pipeline_config(params: dict) -> PipelineConfig:
     """The node's pipeline configuration: config_file, then the parameters over it."""
     overrides = [Override(key, params[name], f'parameter {name}')
-                 for name, key in PARAM_SETTINGS.items() if params[name] != '']
+                 for name, key in PARAM_SETTINGS.items() if params[name] != '']  # '': the file's
     lines = [s for s in params['script_lines'] if s.strip()]
     if lines:
         overrides.append(Override('scripted.replies', lines, 'parameter script_lines'))
@@ -176,8 +198,16 @@ class DialogueNode(LifecycleNode):
 
     def __init__(self, **kwargs) -> None:
         super().__init__('dialogue', **kwargs)
-        self.params = common.declare(self, PARAMS)
-        self.live = common.LiveParams(self, PARAMS, self._apply)
+        path = common.declare(self, [CONFIG_FILE])['config_file']
+        try:  # the file's values become the parameters' defaults
+            defaults = load_pipeline_config(path or None)
+        except FacebotError as err:
+            self.get_logger().fatal(str(err))
+            raise
+        self.specs = params_for(defaults)
+        self.params = common.declare(self, self.specs[1:])
+        self.params['config_file'] = path
+        self.live = common.LiveParams(self, self.specs, self._apply)
         self.log = common.RateLimitedLog(self.get_logger())
         self.step_group = MutuallyExclusiveCallbackGroup()
         self.input_group = MutuallyExclusiveCallbackGroup()
@@ -241,7 +271,7 @@ class DialogueNode(LifecycleNode):
         return EchoInputStage(config)
 
     def _fresh_params(self) -> dict:
-        return {p.name: self.get_parameter(p.name).value for p in PARAMS}
+        return {p.name: self.get_parameter(p.name).value for p in self.specs}
 
     def _build(self, p: dict):
         self.config = pipeline_config(p)
