@@ -151,3 +151,20 @@ def test_a_section_applies_its_overrides_together():
     assert (config.model.runtime, config.model.precision) == ("onnxruntime", "int8")
     with pytest.raises(ConfigError, match="--nope: no setting 'loop.nope'"):
         apply_overrides(PipelineConfig(), [Override("loop.nope", 1, "--nope")])
+
+
+def test_weights_holding_nan_are_refused_naming_the_tensor(tmp_path, capsys):
+    """Issue 12.10: all-NaN weights ran, and the robot said nothing while looking alive."""
+    import torch
+
+    from facebot.config.model import ModelOptions
+    from facebot.model.checkpoint import save_safetensors
+    from facebot.pipeline.model_backend import ModelBackend
+
+    state = {k: v.contiguous().clone() for k, v in ModelBackend(ModelOptions(config="tiny")).lm.state_dict().items()}
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = torch.full_like(state[name], float("nan"))
+    save_safetensors(state, tmp_path / "model.safetensors")
+    rc = cli.main(["run", "--backend", "model", "--config", "tiny", "--weights", str(tmp_path / "model.safetensors"),
+                   "--no-video", "--no-progress", "--out", str(tmp_path / "o")])
+    refused(capsys, rc, name, "NaN")

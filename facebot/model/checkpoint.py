@@ -242,3 +242,6 @@ def _load_entries(module, entries, key_map, strict, ignore, source) -> None:
             if k not in entries:
                 continue
             t.copy_(entries[k].load())  # casts (Kyutai's bf16 -> the module's dtype)
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                # a NaN weight makes every output NaN: silence from a robot that seems to run
+                raise CheckpointError(source, [], [], [], note=f": tensor {k} holds NaN or infinite values")
