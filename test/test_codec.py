@@ -3,14 +3,18 @@ static state, batching, Kyutai checkpoint import and its errors, export of the s
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from facebot.model.checkpoint import CheckpointError, save_safetensors
 from facebot.model.codec import MimiCodec, MimiConfig, _check_entries_cover, codec_config
-from facebot.model.codec_reference import speech_like
 from facebot.model.conv import StreamConv1d, StreamConvTranspose1d
+
+sys.path.insert(0, str(Path(__file__).parent))
+from codec_reference import speech_like  # noqa: E402
 
 torch.set_num_threads(1)
 FS = 1920
