@@ -66,10 +66,10 @@ def build_head(config: PipelineConfig):
 
 def build_renderer(config: PipelineConfig) -> Callable:
     """The face display's renderer (frames for face.mp4)."""
-    from facebot.robot.display import FaceRenderer, load_display_config
+    from facebot.robot.display import face_renderer, load_display_config
 
     path = Path(config.display_config) if config.display_config else CONFIG_DIR / DEFAULT_DISPLAY
-    return FaceRenderer(load_display_config(path)).render
+    return face_renderer(load_display_config(path)).render
 
 
 def with_head_lead(config: PipelineConfig, head_lead_ms: float | None) -> PipelineConfig:

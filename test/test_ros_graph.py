@@ -310,6 +310,35 @@ def test_face_display_publishes_images(conversation):
         {(480, 480, 'rgb8', 480 * 480 * 3)}
 
 
+def test_face_display_draws_a_configured_flame_mesh(tmp_path):
+    """flame_model in the display YAML: the node draws that FLAME mesh; a bad one stops it."""
+    from synthetic_flame import synthetic_flame
+
+    np.savez(tmp_path / 'flame.npz', **synthetic_flame(n_lat=10, n_lon=12, eye_res=4))
+    good, bad = tmp_path / 'mesh.yaml', tmp_path / 'missing.yaml'
+    good.write_text('display:\n  width: 96\n  height: 80\n  flame_model: flame.npz\n')
+    bad.write_text('display:\n  flame_model: no_such.npz\n')
+    g = ros_graph.Graph(tmp_path / 'graph')
+    try:
+        proc = g.start('face_display', 'ros2', 'run', 'facebot', 'face_display', '--ros-args',
+                       '-p', f'display_config:={good}')
+        g.wait_nodes('/face_display')
+        images = g.probe('listen', '--seconds', '1.5')['topics']['face/image']
+        assert len(images) > 10
+        assert {(m['width'], m['height'], m['nbytes']) for m in images} == {(96, 80, 96 * 80 * 3)}
+        assert f'drawing the FLAME mesh of {tmp_path / "flame.npz"}' in proc.output
+        assert proc.stop(signal.SIGINT, group=True) == 0
+        failed = g.start('face_display_bad', 'ros2', 'run', 'facebot', 'face_display',
+                         '--ros-args', '-p', f'display_config:={bad}')
+        end = time.monotonic() + 30
+        while time.monotonic() < end and failed.alive():
+            time.sleep(0.2)
+        assert not failed.alive() and 'display.flame_model' in failed.output, failed.output
+        assert 'no_such.npz' in failed.output and 'Traceback' not in failed.output
+    finally:
+        g.close()
+
+
 def test_diagnostics(conversation):
     diag = conversation[0]['diagnostics']
     loop = diag['dialogue: duplex loop']['values']

@@ -102,7 +102,7 @@ def sample_command(args) -> int:
 
 
 def flame_convert_command(args) -> int:
-    from facebot.robot.flame_model import convert_flame_pickle
+    from facebot.face.flame_convert import convert_flame_pickle
 
     info = convert_flame_pickle(args.input, args.output, i_trust_this_file=args.i_trust_this_file,
                                 overwrite=args.force)

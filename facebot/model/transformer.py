@@ -60,7 +60,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from facebot.model.conv import linear as few_rows_linear
+from facebot.model.conv import few_rows_linear
 
 State = Dict[str, torch.Tensor]
 

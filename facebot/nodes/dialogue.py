@@ -53,6 +53,7 @@ from facebot.errors import FacebotError
 from facebot.msg import AudioChunk, DialogueState, FlameParams
 from facebot.nodes import _common as common
 from facebot.nodes._common import Param, setting_param
+from facebot.perception.images import msg_to_rgb
 from facebot.perception.user_perception import (USER_FLAME_TOPIC, USER_POSITION_TOPIC,
                                                 UserPerception)
 from facebot.pipeline.duplex import DuplexLoop
@@ -71,7 +72,6 @@ FRAME_PERIOD_S = FRAME_NS / 1e9  # 0.08 s: one model frame
 # at 100 Hz costs a few microseconds per idle tick.
 STEP_POLL_S = 0.01
 MAX_STEPS_PER_TICK = 2
-IMAGE_CHANNELS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1}
 
 CONFIG_FILE = Param('config_file', '',
                     'pipeline YAML (sections loop, scripted, model, echo: '
@@ -168,29 +168,6 @@ def pipeline_config(params: dict) -> PipelineConfig:
     if lines:
         overrides.append(Override('scripted.replies', lines, 'parameter script_lines'))
     return load_pipeline_config(params['config_file'] or None, overrides)
-
-
-def image_to_rgb(msg) -> np.ndarray:
-    """An ``[H, W, 3]`` uint8 RGB array from a sensor_msgs/Image; ``ValueError`` if
-    malformed."""
-    enc = str(msg.encoding)
-    ch = IMAGE_CHANNELS.get(enc)
-    if ch is None:
-        raise ValueError(f'image encoding {enc!r} not supported ({", ".join(IMAGE_CHANNELS)})')
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if h <= 0 or w <= 0:
-        raise ValueError(f'image is empty ({w}x{h})')
-    if step < w * ch:
-        raise ValueError(f'image step {step} is below width x channels = {w * ch}')
-    data = np.frombuffer(bytes(msg.data), np.uint8)
-    if data.shape[0] != h * step:
-        raise ValueError(f'image data has {data.shape[0]} bytes, expected {h * step}')
-    img = data.reshape(h, step)[:, :w * ch].reshape(h, w, ch)
-    if enc.startswith('bgr'):
-        img = img[:, :, 2::-1]
-    elif ch == 1:
-        img = np.repeat(img, 3, axis=2)
-    return np.ascontiguousarray(img[:, :, :3])
 
 
 class DialogueNode(LifecycleNode):
@@ -399,7 +376,7 @@ class DialogueNode(LifecycleNode):
     def on_image(self, msg) -> None:
         """Keeps the latest camera image as the user-face input."""
         try:
-            img = image_to_rgb(msg)
+            img = msg_to_rgb(msg)
             stamp = interfaces.stamp_to_ns(msg.header.stamp)
         except ValueError as err:
             self.counts['images_refused'] += 1

@@ -2,9 +2,9 @@
 
 Per step: voice activity on the user's frame, one backend step, two face frames (the
 backend's own, or procedural ones from the robot's voice and the user's activity), and
-time stamps that say when the output is meant to be heard and shown (DESIGN.md, Time):
-output frame k can only be computed once input frame k has been captured, so it is heard
-from ``capture_stamp(k) + 80 ms + playout_delay``.
+time stamps: an input's stamp is its capture time, an output's is when it is meant to be
+heard and shown. Output frame k can only be computed once input frame k has been captured,
+so it is heard from ``capture_stamp(k) + 80 ms + playout_delay``.
 """
 from __future__ import annotations
 
