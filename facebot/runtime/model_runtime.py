@@ -13,9 +13,7 @@ from typing import Dict, List, Optional
 
 from .graph_runner import GraphRunner, GraphSpec, OrtGraphRunner
 
-__all__ = ["RUNTIMES", "load_ort_runners", "ort_providers"]
-
-RUNTIMES = ("torch", "onnxruntime", "tensorrt")
+__all__ = ["load_ort_runners", "ort_providers"]
 
 
 def ort_providers(device: str = "cpu") -> List[str]:
