@@ -249,7 +249,7 @@ def _user_errors():
     from facebot.pipeline.sources import SourceError
 
     from facebot.model.tokenizer import TokenizerError
-    from facebot.pipeline.model_backend import ModelLoadError
+    from facebot.model.loading import ModelLoadError
 
     return (AudioFileError, ConfigError, SourceError, FileExistsError, ModelLoadError, TokenizerError,
             AtomicWriteError)

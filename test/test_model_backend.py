@@ -11,7 +11,8 @@ from facebot.audio.framing import FRAME_NS, FRAME_SAMPLES, AudioFrame
 from facebot.model.checkpoint import save_safetensors
 from facebot.pipeline.backends import BackendOptions, make_backend
 from facebot.pipeline.duplex import DuplexLoop
-from facebot.pipeline.model_backend import ModelBackend, ModelLoadError
+from facebot.model.loading import ModelLoadError
+from facebot.pipeline.model_backend import ModelBackend
 from facebot.config.model import ModelOptions
 
 

@@ -41,7 +41,8 @@ def make_backend(options: BackendOptions) -> SpeechBackend:
     if options.name == "scripted":
         return ScriptedBackend(options.scripted)
     if options.name == "model":
+        from facebot.export.prepare import prepare_export
         from facebot.pipeline.model_backend import ModelBackend
 
-        return ModelBackend(model_options(options.extras))
+        return ModelBackend(prepare_export(model_options(options.extras)))
     raise ValueError(f"unknown backend {options.name!r} (known: {', '.join(BACKENDS)})")
