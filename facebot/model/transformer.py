@@ -54,7 +54,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -290,8 +290,11 @@ class Gating(nn.Module):
         self.prepared = None if mode == "none" else (
             convert_weight(self.linear_in.weight, mode), convert_weight(self.linear_out.weight, mode))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.prepared is None:
+    def forward(self, x: torch.Tensor, weights: Optional[Tuple[Weight, Weight]] = None) -> torch.Tensor:
+        """``weights``: (in, out) matrices to use instead of this module's (same shapes)."""
+        if weights is not None:
+            w_in, w_out = weights
+        elif self.prepared is None:
             w_in, w_out = self.linear_in.weight, self.linear_out.weight
         else:
             w_in, w_out = self.prepared
@@ -546,16 +549,43 @@ class TransformerLayer(nn.Module):
         else:
             self.gating.prepare(mode)
 
-    def ff(self, x: torch.Tensor, wi: int) -> torch.Tensor:
+    def ff(self, x: torch.Tensor, wi: int, weights: Optional[Tuple[Weight, Weight]] = None) -> torch.Tensor:
+        """The feed-forward block with weight set ``wi`` (``weights``: a gated FF's (in, out) matrices
+        instead, e.g. an exported graph's per-step constants)."""
         h = self.norm2(x)
         if self.gating is None:
             w1, w2 = self.ff_prepared or (self.linear1.weight, self.linear2.weight)
             u = linear(self.act(linear(h, w1, self.linear1.bias)), w2, self.linear2.bias)
         elif isinstance(self.gating, nn.ModuleList):
-            u = self.gating[wi](h)
+            u = self.gating[wi](h, weights)
         else:
-            u = self.gating(h)
+            u = self.gating(h, weights)
         return x + self.layer_scale_2(u)
+
+    def step_layer(self, x: torch.Tensor, attend: Callable[..., torch.Tensor], wi: int = 0,
+                   rope: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                   weights: Optional[Tuple[Weight, Weight, Weight, Weight]] = None
+                   ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The layer on the new positions x [B, T, D] with weight set ``wi``: returns the output
+        and the new keys and values [B, H, T, Dh]. ``attend(q, k, v) -> o`` is the attention
+        over whatever cache the caller keeps; ``rope`` rotates q and k ([B, T, 2, H, Dh]);
+        ``weights``: (qkv, out, FF in, FF out) matrices instead of weight set ``wi``'s, no
+        biases (the depth graphs' per-step constants)."""
+        B, T, D = x.shape
+        H, Dh = self.cfg.num_heads, self.cfg.head_dim
+        if weights is None:
+            wq, bq, wo, bo = self.self_attn.weights(wi)
+            ff = None
+        else:
+            (wq, wo), bq, bo, ff = weights[:2], None, None, weights[2:]
+        qkv = linear(self.norm1(x), wq, bq).view(B, T, 3, H, Dh)
+        qk = rope(qkv[:, :, :2]) if rope is not None else qkv[:, :, :2]
+        q = qk[:, :, 0].transpose(1, 2)
+        k = qk[:, :, 1].transpose(1, 2)
+        v = qkv[:, :, 2].transpose(1, 2)
+        o = linear(attend(q, k, v).transpose(1, 2).reshape(B, T, D), wo, bo)
+        x = x + self.layer_scale_1(o)
+        return self.ff(x, wi, ff), k, v
 
 
 # --------------------------------------------------------------------------------------------
