@@ -702,7 +702,6 @@ class StreamingTransformer(nn.Module):
         if self.use_sin:
             x = x + c.positional_scale * sin_embedding(pos_q, D, c.max_period, x.dtype)
         rope = self._rope(pos_q, x.dtype) if self.use_rope else None
-        H, Dh = c.num_heads, c.head_dim
         slot_bias = None
         updates: State = {}
         if self.kv_update == "slot":
@@ -712,26 +711,21 @@ class StreamingTransformer(nn.Module):
             slot_bias = self._slot_biases(offset, pos_q, T)
         for i, layer in enumerate(self.layers):
             kc, vc = state[f"layers.{i}.k"], state[f"layers.{i}.v"]
-            wq, bq, wo, bo = layer.self_attn.weights(wi)
-            qkv = linear(layer.norm1(x), wq, bq).view(B, T, 3, H, Dh)
-            qk = rope(qkv[:, :, :2]) if rope is not None else qkv[:, :, :2]
-            q = qk[:, :, 0].transpose(1, 2)
-            k = qk[:, :, 1].transpose(1, 2)
-            v = qkv[:, :, 2].transpose(1, 2)
-            if slot_bias is not None:
-                o = slot_attention(q, k, v, kc, vc, *slot_bias)
-                updates[f"layers.{i}.k"], updates[f"layers.{i}.v"] = k.to(kc.dtype), v.to(vc.dtype)
-            elif mask is None:  # frame-local (depformer): static slice, no mask needed
-                kc[:, :, step_index:n] = k
-                vc[:, :, step_index:n] = v
-                o = F.scaled_dot_product_attention(q, kc[:, :, :n], vc[:, :, :n])
-            else:
+
+            def attend(q, k, v, kc=kc, vc=vc):
+                if slot_bias is not None:
+                    return slot_attention(q, k, v, kc, vc, *slot_bias)
+                if mask is None:  # frame-local (depformer): static slice, no mask needed
+                    kc[:, :, step_index:n] = k
+                    vc[:, :, step_index:n] = v
+                    return F.scaled_dot_product_attention(q, kc[:, :, :n], vc[:, :, :n])
                 kc.index_copy_(2, write, k if k.dtype == kc.dtype else k.to(kc.dtype))
                 vc.index_copy_(2, write, v if v.dtype == vc.dtype else v.to(vc.dtype))
-                o = F.scaled_dot_product_attention(q, kc, vc, attn_mask=mask)
-            o = linear(o.transpose(1, 2).reshape(B, T, D), wo, bo)
-            x = x + layer.layer_scale_1(o)
-            x = layer.ff(x, wi)
+                return F.scaled_dot_product_attention(q, kc, vc, attn_mask=mask)
+
+            x, k, v = layer.step_layer(x, attend, wi, rope)
+            if slot_bias is not None:
+                updates[f"layers.{i}.k"], updates[f"layers.{i}.v"] = k.to(kc.dtype), v.to(vc.dtype)
         new_state = dict(state)
         new_state.update(updates)
         if c.weights_per_step:
