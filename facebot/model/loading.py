@@ -7,11 +7,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple, Union
 
 from facebot.config.model import ModelOptions
 
 if TYPE_CHECKING:  # the networks import torch: loaded on use, so that ModelLoadError is cheap to import
+    import torch
+
     from .codec import MimiCodec, MimiConfig
     from .configs import LMConfig
     from .face_codec import FaceCodec
@@ -22,7 +24,7 @@ if TYPE_CHECKING:  # the networks import torch: loaded on use, so that ModelLoad
 
 __all__ = ["KYUTAI_LM", "KYUTAI_MIMI", "KYUTAI_TOKENIZER", "FACE_LM_FILE", "FACE_CODEC_FILE", "ModelLoadError",
            "ModelFiles", "SpeechNetworks", "model_config", "model_files", "face_weight_files", "codec_config_for",
-           "sampling_config", "load_networks", "load_tokenizer"]
+           "sampling_config", "load_networks", "load_tokenizer", "load_pretrained"]
 
 # the file names of a Kyutai model folder (moshiko / moshika releases)
 KYUTAI_LM = "model.safetensors"
@@ -170,3 +172,34 @@ def load_tokenizer(files: ModelFiles) -> TextTokenizer:
     from .tokenizer import TextTokenizer
 
     return TextTokenizer(files.tokenizer)
+
+
+def load_pretrained(path: Union[str, Path], config: Union[str, Path, LMConfig, None] = None,
+                    device=None, dtype: Optional[torch.dtype] = None):
+    """A Kyutai model folder (``config.json`` optional -> moshi-7b; the weights file named by
+    ``moshi_name``, default ``model.safetensors``; the text tokenizer ``tokenizer_name``, default
+    ``tokenizer_spm_32k_3.model``) or a single .safetensors file with ``config``.
+
+    Returns ``(model, tokenizer)``; ``tokenizer`` is a :class:`facebot.model.tokenizer.
+    TextTokenizer` for the inner-monologue text, or None when the folder has no tokenizer file.
+    The model is built on the meta device and filled from the file tensor by tensor (no random
+    init of 7B parameters, no second copy).
+    """
+    from .configs import LMConfig, load_config
+    from .lm import LMModel, load_lm_checkpoint
+    from .tokenizer import TextTokenizer
+
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if config is None:
+        config = folder / "config.json" if (folder / "config.json").is_file() else "moshi-7b"
+    cfg = config if isinstance(config, LMConfig) else load_config(config)
+    weights = path if path.is_file() else folder / cfg.meta.get("moshi_name", KYUTAI_LM)
+    model = LMModel(cfg, device="meta", dtype=dtype)
+    model.to_empty(device=device or "cpu")
+    model.transformer.reset_buffers()
+    model.depformer.reset_buffers()
+    load_lm_checkpoint(model, weights)
+    tok_path = folder / cfg.meta.get("tokenizer_name", KYUTAI_TOKENIZER)
+    tokenizer = TextTokenizer(tok_path) if tok_path.is_file() else None
+    return model.eval(), tokenizer
