@@ -48,9 +48,11 @@ def build_backend(config: PipelineConfig) -> SpeechBackend:
         from facebot.pipeline.scripted import ScriptedBackend
 
         return ScriptedBackend(config.scripted)
+    from facebot.export.prepare import prepare_export
     from facebot.pipeline.model_backend import ModelBackend
 
-    return ModelBackend(config.model)
+    # a graph runtime: exported first (unless the folder holds the export), then started from it
+    return ModelBackend(prepare_export(config.model))
 
 
 def build_head(config: PipelineConfig):

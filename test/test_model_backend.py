@@ -12,7 +12,8 @@ from facebot.model.checkpoint import save_safetensors
 from facebot.assembly import build_backend
 from facebot.config.pipeline import PipelineConfig
 from facebot.pipeline.duplex import DuplexLoop
-from facebot.pipeline.model_backend import ModelBackend, ModelLoadError
+from facebot.model.loading import ModelLoadError
+from facebot.pipeline.model_backend import ModelBackend
 from facebot.config.model import ModelOptions
 
 
