@@ -60,10 +60,13 @@ def test_start_from_the_folder_alone_builds_no_torch_model(deployed, monkeypatch
     assert robot.lm is None and robot.codec is None
     assert f"from {deployed['folder']}" in robot.describe()
     built = deployed["built"]
+    again = ModelBackend(ModelOptions(**deployed["opts"], export_dir=str(deployed["folder"])))
     built.reset(0)
+    again.reset(0)
     for inp in _inputs():
-        a, b = built.step(inp), robot.step(inp)
-        assert a.text == b.text and np.abs(a.audio - b.audio).max() <= 1e-4
+        a, b, c = built.step(inp), robot.step(inp), again.step(inp)
+        assert a.text == b.text and np.abs(a.audio - b.audio).max() <= 1e-4  # the torch model it was made from
+        assert b.text == c.text and np.array_equal(b.audio, c.audio)  # two starts from the folder: identical
     robot.reset(0)  # a reset needs no torch model either
     with pytest.raises(ValueError, match="fixed in the exported graphs"):
         robot.update_options(top_k=3)
