@@ -4,10 +4,21 @@ A test that changes one of these folders works on a copy (or restores what it to
 that no test depends on another's side effects or on the order the files run in.
 """
 import json
+import sys
 
 import pytest
 
 T0 = 1_700_000_000_000_000_000  # the capture time the sample run starts at
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test starts with one torch intra-op thread. The test models are far too small to
+    gain from a second thread, and on a busy 2-core machine a second spinning thread costs up
+    to 30 times the CPU time; a test that wants more threads sets them itself."""
+    torch = sys.modules.get("torch")  # tests that never import torch do not pay for it here
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +33,7 @@ def tiny_deployment(tmp_path_factory):
     d = tmp_path_factory.mktemp("deploy")
     src = ModelBackend(ModelOptions(config="tiny", init_seed=3))
     save_safetensors({k: v.contiguous() for k, v in src.lm.state_dict().items()}, d / "model.safetensors")
-    opts = dict(config="tiny", weights=str(d / "model.safetensors"), greedy=True, runtime="onnxruntime", threads=2)
+    opts = dict(config="tiny", weights=str(d / "model.safetensors"), greedy=True, runtime="onnxruntime", threads=1)
     built = ModelBackend(ModelOptions(**opts, export_dir=str(d / "g")))  # builds torch, exports
     return {"dir": d, "folder": d / "g", "opts": opts, "built": built}
 

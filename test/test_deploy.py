@@ -20,7 +20,6 @@ from facebot.pipeline.model_backend import ModelBackend, ModelLoadError
 from facebot.config.model import ModelOptions
 from facebot.runtime.graph_runner import GraphSpec, OrtGraphRunner, TorchGraphRunner
 
-torch.set_num_threads(2)
 
 
 def _inputs(n=10, seed=5):

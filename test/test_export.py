@@ -21,7 +21,6 @@ from facebot.runtime.graph_runner import GraphSpec, OrtGraphRunner, TorchGraphRu
 from facebot.runtime.lm_step import LMStep
 from facebot.runtime.model_runtime import load_ort_runners
 
-torch.set_num_threads(2)
 FRAMES = 50
 N_FACE, K_FACE = 4, 16
 
