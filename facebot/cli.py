@@ -617,7 +617,8 @@ def _head_driver(args):
     if (args.head or "").lower() == "none":
         return None
     from facebot.pipeline.head import HeadDriver
-    from facebot.robot.actuators import HeadController, load_head_config
+    from facebot.robot.head_config import load_head_config
+    from facebot.robot.head_controller import HeadController
 
     return HeadDriver(HeadController(load_head_config(Path(args.head) if args.head else _config_file("head_reference.yaml"))))
 

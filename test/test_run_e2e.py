@@ -182,7 +182,7 @@ def test_jaw_command_follows_the_heard_voice_within_one_face_frame(session):
 
 
 def test_joint_commands_respect_the_reference_head_limits(session):
-    from facebot.robot.actuators import load_head_config
+    from facebot.robot.head_config import load_head_config
 
     out, _ = session
     rows, joints, col = load_commands(out)

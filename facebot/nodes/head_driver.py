@@ -43,8 +43,8 @@ from facebot.msg import FlameParams
 from facebot.nodes import _common as common
 from facebot.nodes._common import Param
 from facebot.pipeline.head import POSITION_CONTROLLER, TRAJECTORY_CONTROLLER
-from facebot.robot.actuators import ESTOP_MODES, HeadController, load_head_config
-from facebot.robot.actuators import OUTPUT_FORMS
+from facebot.robot.head_config import ESTOP_MODES, OUTPUT_FORMS, load_head_config
+from facebot.robot.head_controller import HeadController
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray

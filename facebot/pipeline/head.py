@@ -11,7 +11,8 @@ import numpy as np
 
 from facebot import interfaces
 from facebot.pipeline.duplex import StepResult
-from facebot.robot.actuators import HeadController, JointCommand
+from facebot.robot.head_controller import HeadController
+from facebot.robot.joint_command import JointCommand
 
 POSITION_CONTROLLER = "head_position_controller"  # config/head_controllers.yaml
 TRAJECTORY_CONTROLLER = "head_trajectory_controller"
