@@ -413,7 +413,7 @@ def _golden_conversation() -> str:
             for v in face.look_offsets:
                 digest.update(np.ascontiguousarray(v).tobytes())
             digest.update(np.ascontiguousarray(face.last_controls).tobytes())
-        digest.update(f"{face.blink_count},{face.nod_count}".encode())
+        digest.update(f"{face.eyes.blink_count},{face.head.nod_count}".encode())
     return digest.hexdigest()
 
 
