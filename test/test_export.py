@@ -14,7 +14,8 @@ from facebot.model.face_codec import FaceCodec, FaceCodecConfig
 from facebot.model.face_transformer import FaceLM, FaceTransformerConfig
 from facebot.model.lm import build_lm
 from facebot.model.sampling import SamplingConfig
-from facebot.model.transformer import StreamingTransformer, TransformerConfig, slot_updates
+from facebot.model.transformer import StreamingTransformer, slot_updates
+from facebot.model.transformer_config import TransformerConfig
 from facebot.runtime.face_lm_step import FaceLMStep
 from facebot.runtime.graph_loop import GraphDuplexStep
 from facebot.runtime.graph_runner import GraphSpec, OrtGraphRunner, TorchGraphRunner

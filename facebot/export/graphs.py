@@ -43,8 +43,10 @@ from ..model.face_codec import FaceCodec
 from ..model.face_transformer import FaceLM
 from ..model.lm import LMModel
 from ..model.sampling import sample_with_noise
-from ..model.transformer import (get_activation, mask_to_bias, rope_tables, apply_rope,
-                                 sin_embedding, slot_attention, slot_updates)
+from ..model.attention import mask_to_bias, slot_attention
+from ..model.positional import apply_rope, rope_tables, sin_embedding
+from ..model.transformer import slot_updates
+from ..model.transformer_layers import get_activation
 from ..runtime.lm_step import LMStep
 
 __all__ = ["SlotRule", "StepGraph", "EncoderGraph", "DecoderGraph", "TemporalGraph",

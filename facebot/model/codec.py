@@ -42,7 +42,8 @@ from .checkpoint import check_state, merge_per_step_keys, read_safetensors
 from .conv import KyutaiEntry, State, StreamConv1d, StreamConvTranspose1d
 from .quantizer import QuantizerConfig, SplitResidualVQ
 from .seanet import SeanetConfig, SeanetDecoder, SeanetEncoder
-from .transformer import StreamingTransformer, TransformerConfig
+from .transformer import StreamingTransformer
+from .transformer_config import TransformerConfig
 
 __all__ = ["MimiConfig", "MimiCodec", "CODEC_PRESETS", "codec_config", "State"]
 

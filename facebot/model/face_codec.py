@@ -65,7 +65,8 @@ import torch.nn.functional as F
 
 from facebot.io.atomic import atomic_path
 from facebot.model.conv import StreamConv1d, StreamConvTranspose1d
-from facebot.model.transformer import StreamingTransformer, TransformerConfig
+from facebot.model.transformer import StreamingTransformer
+from facebot.model.transformer_config import TransformerConfig
 
 State = Dict[str, torch.Tensor]
 
