@@ -34,7 +34,6 @@ attended, so no reset of the state is ever needed between frames.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Optional, Tuple, Union
 
 import torch
@@ -48,21 +47,6 @@ from facebot.model.transformer_config import TransformerConfig
 from facebot.model.transformer_layers import TransformerLayer
 
 KVWrites = Union[RingWrites, FrameWrites, SlotOutputs]
-
-
-@contextmanager
-def slot_updates(module: nn.Module):
-    """Within the block, every StreamingTransformer in ``module`` returns its new K/V slots
-    instead of writing them (the form an exported graph takes; see StreamingTransformer.step)."""
-    tfs = [m for m in module.modules() if isinstance(m, StreamingTransformer)]
-    before = [t.kv_update for t in tfs]
-    for t in tfs:
-        t.kv_update = "slot"
-    try:
-        yield module
-    finally:
-        for t, b in zip(tfs, before):
-            t.kv_update = b
 
 
 class StreamingTransformer(nn.Module):
@@ -80,9 +64,6 @@ class StreamingTransformer(nn.Module):
                                                     device=device, dtype=torch.long),
                              persistent=False)  # slot indices of the ring buffer
         self.weights_mode = "none"
-        # "inplace": step() writes the new K/V slots into the state's buffers (torch runtime);
-        # "slot": step() is step_slots() (exported graphs: see slot_updates)
-        self.kv_update = "inplace"
 
     def reset_buffers(self) -> None:
         """Recompute the non-persistent buffers (after ``to_empty()`` from the meta device)."""
@@ -132,8 +113,6 @@ class StreamingTransformer(nn.Module):
         holds them and a new ``offset``. With weights_per_step, ``step_index`` (int) selects the
         weights and is the position (the depformer restarts each frame).
         """
-        if self.kv_update == "slot":
-            return self.step_slots(x, state)
         c = self.cfg
         self._check_causal()
         T = x.shape[1]
@@ -141,8 +120,8 @@ class StreamingTransformer(nn.Module):
         if not c.weights_per_step:
             pos_q = self._positions(offset, T, x.device)
             writes = RingWrites(offset, pos_q, self._slots, self.capacity, c.context)
-            y = self._run(x, state, pos_q, writes, 0)
-            return y, {**state, "offset": offset + T}
+            x, rope = self._encode_positions(x, pos_q)
+            return self._layers(x, state, writes, 0, rope), {**state, "offset": offset + T}
         if step_index is None:
             raise ValueError("weights_per_step: step() needs step_index")
         if T != 1:
@@ -151,7 +130,8 @@ class StreamingTransformer(nn.Module):
             raise ValueError(f"step_index {step_index} + T {T} exceeds {c.weights_per_step} steps")
         pos_q = (torch.full((T,), step_index, device=x.device, dtype=torch.long)
                  if self.use_rope or self.use_sin else None)
-        y = self._run(x, state, pos_q, FrameWrites(step_index, step_index + T), self._weight_index(step_index))
+        x, rope = self._encode_positions(x, pos_q)
+        y = self._layers(x, state, FrameWrites(step_index, step_index + T), self._weight_index(step_index), rope)
         return y, {**state, "offset": torch.full_like(offset, step_index + T)}
 
     def step_slots(self, x: torch.Tensor, state: State) -> Tuple[torch.Tensor, State]:
@@ -167,8 +147,9 @@ class StreamingTransformer(nn.Module):
         T = x.shape[1]
         offset = state["offset"]
         pos_q = self._positions(offset, T, x.device)
+        x, rope = self._encode_positions(x, pos_q, exported=True)
         writes = SlotOutputs(offset, pos_q, self._slots, self.capacity, c.context)
-        y = self._run(x, state, pos_q, writes, 0, exported=True)
+        y = self._layers(x, state, writes, 0, rope)
         return y, {**state, **writes.updates, "offset": offset + T}
 
     def _check_causal(self) -> None:
@@ -179,13 +160,17 @@ class StreamingTransformer(nn.Module):
     def _positions(offset: torch.Tensor, T: int, device) -> torch.Tensor:
         return offset if T == 1 else offset + torch.arange(T, device=device, dtype=torch.long)
 
-    def _run(self, x: torch.Tensor, state: State, pos_q: Optional[torch.Tensor], writes: KVWrites,
-             wi: int, exported: bool = False) -> torch.Tensor:
-        """The layers on the new positions ``pos_q``, with weight set ``wi``."""
+    def _encode_positions(self, x: torch.Tensor, pos_q: Optional[torch.Tensor],
+                          exported: bool = False) -> Tuple[torch.Tensor, Optional[Rope]]:
+        """x with the sinusoidal embedding of ``pos_q`` added (when used), and their RoPE."""
         c = self.cfg
         if self.use_sin:
             x = x + c.positional_scale * sin_embedding(pos_q, x.shape[2], c.max_period, x.dtype)
-        rope = self._rope(pos_q, x.dtype, exported)
+        return x, self._rope(pos_q, x.dtype, exported)
+
+    def _layers(self, x: torch.Tensor, state: State, writes: KVWrites, wi: int,
+                rope: Optional[Rope]) -> torch.Tensor:
+        """The layers on the new positions, with weight set ``wi``."""
         for i, layer in enumerate(self.layers):
             kn, vn = kv_names(i)
             x, _, _ = layer.step_layer(x, writes.attention(i, state[kn], state[vn]), wi, rope)
