@@ -24,7 +24,7 @@ This is the face that works with any speech source. Per 80 ms model frame it tak
   and a slight tilt and lean while the user speaks, with occasional raised brows.
 
 Each sub-motion has its module (facebot.face.mouth, .speech_activity, .eyes, .head_motion,
-.attention); this one reads the cue, runs them in a fixed order (the random stream is shared,
+.user_attention); this one reads the cue, runs them in a fixed order (the random stream is shared,
 so the order of draws is part of the output) and enforces the bounds below.
 
 Axis conventions (FLAME axis-angle, radians): index 0 is pitch (+ = chin / gaze down, the same
@@ -61,7 +61,7 @@ import math
 import numpy as np
 
 from facebot.config.face import ProceduralFaceConfig
-from facebot.face.attention import Attention
+from facebot.face.user_attention import UserAttention
 from facebot.face.controls import (
     CONTROL_INDEX,
     EXPRESSION_LIMIT,
@@ -174,7 +174,7 @@ class ProceduralFace:
         self.activity = SpeechActivity()
         self.eyes = Eyes(c, rng)  # draws before the head's: the order is part of the output
         self.head = HeadMotion(c, rng)
-        self.attention = Attention(c, rng)
+        self.attention = UserAttention(c, rng)
         self._pulses: list[tuple[int, float, float, float]] = []  # (control, start, dur, amp)
         # outputs of the previous frame (for the step limits)
         self._controls = np.zeros(N_CONTROLS)

@@ -14,7 +14,7 @@ NEW_ATTENTION = 0.05  # below this, attention starting again picks a new tilt si
 BROW_RAISE_AMPLITUDE = (0.3, 0.6)  # range of a listener's raised-brow pulse (control units)
 
 
-class Attention:
+class UserAttention:
     """``begin_cue`` once per cue, ``update`` then ``look`` once per frame; ``level`` in [0, 1]."""
 
     def __init__(self, config: ProceduralFaceConfig, rng: np.random.Generator):
