@@ -60,7 +60,8 @@ def build_head(config: PipelineConfig):
     if not config.has_head:
         return None
     from facebot.pipeline.head import HeadDriver
-    from facebot.robot.actuators import HeadController, load_head_config
+    from facebot.robot.head_config import load_head_config
+    from facebot.robot.head_controller import HeadController
 
     path = Path(config.head_config) if config.head_config else CONFIG_DIR / DEFAULT_HEAD
     return HeadDriver(HeadController(load_head_config(path)))

@@ -9,10 +9,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from facebot.config import CONFIG_DIR, ConfigError
 from facebot.face.flame import FlameFrame
-from facebot.robot.actuators import (
-    HeadConfig, HeadController, JointConfig, forward_command, joint_state, load_head_config,
-    map_frame, trajectory, trajectory_point,
-)
+from facebot.robot.head_config import HeadConfig, JointConfig, load_head_config
+from facebot.robot.head_controller import HeadController
+from facebot.robot.joint_command import forward_command, joint_state, trajectory, trajectory_point
+from facebot.robot.joint_map import map_frame
 
 REFERENCE = CONFIG_DIR / "head_reference.yaml"
 CFG = load_head_config(REFERENCE)
@@ -416,7 +416,7 @@ def test_output_forms():
     assert js["name"] == list(hc.joint_names) and js["position"] == list(c.positions) and js["effort"] == []
     with pytest.raises(ConfigError):
         from facebot.config import from_dict
-        from facebot.robot.actuators import config_to_dict
+        from facebot.robot.head_config import config_to_dict
 
         d = config_to_dict(CFG)["head"]
         d["output"] = {"controller_joints": ["nose"]}

@@ -122,7 +122,7 @@ def test_a_jump_in_capture_stamps_is_a_discontinuity_not_time_to_fill(tmp_path, 
     command across the gap (360,401 for the hour; the years never end). Now the catch-up is
     capped, the timeline restarts and the jumps are counted. A chunk logged +60 years on (past
     2038: no ROS stamp can hold it) is dropped and counted."""
-    from facebot.robot.actuators import HeadController
+    from facebot.robot.head_controller import HeadController
 
     path = tmp_path / "jump_bag"
     with BagRecorder(path, {"/mic": "facebot/msg/AudioChunk"}) as bag:
@@ -248,7 +248,7 @@ def test_fuzzed_bags_end_in_bounded_work_with_every_drop_counted(tmp_path_factor
     cuts in the MCAP: exit 0 with the bad chunks counted, or one line and exit 2; never a
     traceback, never a partial folder; head commands bounded by the audio's length plus 3 s per
     timeline restart (the catch-up) plus the reply's drain."""
-    from facebot.robot.actuators import HeadController
+    from facebot.robot.head_controller import HeadController
 
     tmp = tmp_path_factory.mktemp("fuzz")
     path, pos, bad_rates = tmp / "bag", 0, 0

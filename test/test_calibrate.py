@@ -6,7 +6,7 @@ import pytest
 
 from facebot.cli import main
 from facebot.config import CONFIG_DIR
-from facebot.robot.actuators import load_head_config
+from facebot.robot.head_config import load_head_config
 from facebot.robot.calibrate import CalibrationError, calibrate, load_samples, reference_samples
 
 REFERENCE = CONFIG_DIR / "head_reference.yaml"

@@ -268,7 +268,8 @@ def test_checkpoint_errors(tiny, tmp_path):
 
 def test_codec_graphs_export_with_torch_export(tiny):
     """The encoder/decoder step graphs the runtime exports go through torch.export unchanged."""
-    from facebot.export.graphs import DecoderGraph, EncoderGraph, apply_slot_updates
+    from facebot.export.graphs import DecoderGraph, EncoderGraph
+    from facebot.runtime.step_graph import apply_slot_updates
 
     def next_state(graph, state, outs):
         """The state after a step: KV slots written into their rings, the rest replaced."""

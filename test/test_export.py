@@ -14,7 +14,8 @@ from facebot.model.face_codec import FaceCodec, FaceCodecConfig
 from facebot.model.face_transformer import FaceLM, FaceTransformerConfig
 from facebot.model.lm import build_lm
 from facebot.model.sampling import SamplingConfig
-from facebot.model.transformer import StreamingTransformer, TransformerConfig, slot_updates
+from facebot.model.transformer import StreamingTransformer
+from facebot.model.transformer_config import TransformerConfig
 from facebot.runtime.face_lm_step import FaceLMStep
 from facebot.runtime.graph_loop import GraphDuplexStep
 from facebot.runtime.graph_runner import GraphSpec, OrtGraphRunner, TorchGraphRunner
@@ -77,8 +78,7 @@ def test_slot_updates_equal_in_place_writes_across_wraparound():
         for _ in range(25):
             x = torch.randn(1, T, 32)
             y1, s1 = tf.step(x, s1)
-            with slot_updates(tf):
-                y2, upd = tf.step(x, s2)
+            y2, upd = tf.step_slots(x, s2)
             idx = torch.remainder(s2["offset"] + torch.arange(T), tf.capacity)
             for k in s2:
                 if k != "offset":
@@ -86,7 +86,6 @@ def test_slot_updates_equal_in_place_writes_across_wraparound():
                     s2[k].index_copy_(2, idx, upd[k])
             s2["offset"] = upd["offset"]
             assert torch.allclose(y1, y2, atol=1e-5), T
-        assert tf.kv_update == "inplace"  # the context manager restores the module
 
 
 def test_onnxruntime_matches_torch_greedy_over_50_frames(exported):

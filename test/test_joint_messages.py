@@ -11,7 +11,8 @@ import numpy as np
 from facebot import interfaces
 from facebot.config import CONFIG_DIR
 from facebot.face.flame import FlameFrame
-from facebot.robot.actuators import HeadController, load_head_config
+from facebot.robot.head_config import load_head_config
+from facebot.robot.head_controller import HeadController
 from facebot.robot.joint_messages import (
     forward_command_msg,
     joint_state_msg,

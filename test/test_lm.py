@@ -145,7 +145,8 @@ def test_load_pretrained_folder(tmp_path):
 
 
 def test_generic_load_state_key_map():
-    from facebot.model.transformer import StreamingTransformer, TransformerConfig
+    from facebot.model.transformer import StreamingTransformer
+    from facebot.model.transformer_config import TransformerConfig
     tc = TransformerConfig(d_model=16, num_heads=2, num_layers=1, dim_feedforward=32, context=4)
     a, b = StreamingTransformer(tc), StreamingTransformer(tc)
     sd = {"encoder_transformer.transformer." + k: v for k, v in a.state_dict().items()}
@@ -316,7 +317,7 @@ def test_reduced_precision_weights_close(mode, tol):
         m.prepare(mode)
         s = m.transformer.init_state(1)
         h, _ = m.transformer.step(x, s)
-        from facebot.model.transformer import linear
+        from facebot.model.prepared_weights import linear
         lo = linear(m.out_norm(h), m.prepared["text_linear"])
         m.prepare("none")
     rel = ((lo - lo32).norm() / lo32.norm()).item()

@@ -374,3 +374,48 @@ def test_config_rejects_nonsense():
     with pytest.raises(ValueError):
         ProceduralFaceConfig(audio_lead_s=0.05)
     assert set(CONTROL_NAMES) >= {"jaw_open", "lip_press", "lip_round", "brow_raise"}
+
+
+# ------------------------------------------------------------------------ recorded frames
+
+# SHA-256 of every output of ``_golden_conversation`` (frames, look offsets, controls, event
+# counts), recorded before the procedural face was split into its sub-motions: a change to
+# the arithmetic or to the order of random draws changes it. Recorded with numpy's float64
+# math on x86-64; re-record only for a deliberate change of the face's motion.
+GOLDEN_SHA256 = "579022915e576254a2e52270cdb8d9d195332fc64933080449c04f1e0e8925b2"
+
+
+def _golden_conversation() -> str:
+    """Every path of ``step`` once: phonemes and audio lips, a phrase end, a barge-in, nods,
+    a backchannel smile, attention with a moving ``look_at``, broken audio; two seeds."""
+    import hashlib
+
+    speech = am_signal(2.4, fm=4.0, seed=5)
+    audio = np.concatenate([speech, np.zeros(SR, np.float32), speech, np.zeros(SR, np.float32), speech])
+    spans = [PhonemeSpan("_", 0.0, 0.2), PhonemeSpan("m", 0.2, 0.3), PhonemeSpan("A:", 0.3, 0.5),
+             PhonemeSpan("p", 0.5, 0.58), PhonemeSpan("a", 0.58, 0.8), PhonemeSpan("_:", 0.8, 1.2)]
+    digest = hashlib.sha256()
+    for seed in (0, 11):
+        face = ProceduralFace(ProceduralFaceConfig(seed=seed))
+        for i in range(len(audio) // N):
+            t = i * 0.08
+            a = audio[i * N:(i + 1) * N].copy()
+            if i == 40:
+                a[::7] = np.nan
+            ph = [s.shifted(-t) for s in spans] if t < 1.2 else None
+            look = ((0.05 * np.sin(t), 0.2 * np.cos(0.5 * t), 0.0), (0.02, -0.1 * np.sin(t))) if 3.0 <= t < 7.0 else None
+            cue = FaceCue(a, ph, robot_speaking=t < 2.4 or 3.4 <= t < 5.8 or t >= 6.8,
+                          user_speaking=2.5 <= t < 3.3, user_speech_prob=0.7 if 6.0 <= t < 6.6 else 0.1,
+                          user_pause=i in (33, 34, 80), backchannel=i == 78, barge_in=i == 65, look_at=look)
+            for f in face.step(cue):
+                for v in (f.expression, f.jaw_pose, f.neck_pose, f.eye_pose, f.eyelids):
+                    digest.update(np.ascontiguousarray(v).tobytes())
+            for v in face.look_offsets:
+                digest.update(np.ascontiguousarray(v).tobytes())
+            digest.update(np.ascontiguousarray(face.last_controls).tobytes())
+        digest.update(f"{face.eyes.blink_count},{face.head.nod_count}".encode())
+    return digest.hexdigest()
+
+
+def test_frames_match_the_recorded_golden():
+    assert _golden_conversation() == GOLDEN_SHA256

@@ -165,7 +165,7 @@ def test_jaw_command_follows_the_heard_voice_within_one_face_frame(sample_run):
 
 
 def test_joint_commands_respect_the_reference_head_limits(sample_run):
-    from facebot.robot.actuators import load_head_config
+    from facebot.robot.head_config import load_head_config
 
     out, _ = sample_run
     rows, joints, col = load_commands(out)

@@ -9,7 +9,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from facebot.model.checkpoint import CheckpointError, load_state  # noqa: E402
-from facebot.model.transformer import StreamingTransformer, TransformerConfig  # noqa: E402
+from facebot.model.transformer import StreamingTransformer  # noqa: E402
+from facebot.model.transformer_config import TransformerConfig  # noqa: E402
 
 torch.set_num_threads(1)
 

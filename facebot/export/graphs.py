@@ -39,8 +39,8 @@ from ..model.face_codec import FaceCodec
 from ..model.face_transformer import FaceLM
 from ..model.lm import LMModel
 from ..model.sampling import sample_with_noise
-from ..model.transformer import (mask_to_bias, rope_tables, apply_rope,
-                                 sin_embedding, slot_attention, slot_updates)
+from ..model.attention import mask_to_bias, slot_attention
+from ..model.positional import apply_rope, rope_tables, sin_embedding
 from ..runtime.lm_step import LMStep
 from ..runtime.step_graph import SlotRule, StepGraph
 
@@ -60,13 +60,12 @@ class _CodecGraph(StepGraph):
         self.batch_size = batch_size
         st = self.init_state()
         self.state_names = list(st)
-        with torch.inference_mode(), slot_updates(self.codec):
+        with torch.inference_mode():
             _, new = self._step(self.example_data()[0], dict(st))
         self._ring_rules(st, new)
 
     def forward(self, x: torch.Tensor, *state: torch.Tensor):
-        with slot_updates(self.codec):
-            y, new = self._step(x, dict(zip(self.state_names, state)))
+        y, new = self._step(x, dict(zip(self.state_names, state)))
         return self._pack((y,), new)
 
 
@@ -81,7 +80,7 @@ class EncoderGraph(_CodecGraph):
         return (torch.zeros(self.batch_size, 1, self.codec.frame_size, dtype=self.codec.dtype),)
 
     def _step(self, x, state):
-        return self.codec.encode_step(x, state)
+        return self.codec.encode_step(x, state, slots=True)
 
 
 class DecoderGraph(_CodecGraph):
@@ -99,7 +98,7 @@ class DecoderGraph(_CodecGraph):
         return (torch.zeros(self.batch_size, self.num_codebooks, 1, dtype=torch.long),)
 
     def _step(self, x, state):
-        return self.codec.decode_step(x, state)
+        return self.codec.decode_step(x, state, slots=True)
 
 
 def _need_parameters(lm: LMModel) -> None:
@@ -178,8 +177,8 @@ class TemporalGraph(StepGraph):
         self.register_buffer("rows", rows.clone(), persistent=False)
         st = self.init_state()
         self.state_names = list(st)
-        with torch.inference_mode(), slot_updates(self.lm.transformer):
-            _, new = self.lm.transformer.step(torch.zeros(batch_size, 1, lm.cfg.dim), dict(st))
+        with torch.inference_mode():
+            _, new = self.lm.transformer.step_slots(torch.zeros(batch_size, 1, lm.cfg.dim), dict(st))
         self._ring_rules(st, new)
 
     def init_state(self):
@@ -194,8 +193,7 @@ class TemporalGraph(StepGraph):
         lm = self.lm
         x = LMStep.embed_input(tokens, (self.table, self.rows))
         x = x + extra.unsqueeze(1).to(x.dtype)
-        with slot_updates(lm.transformer):
-            h, new = lm.transformer.step(x, dict(zip(self.state_names, state)))
+        h, new = lm.transformer.step_slots(x, dict(zip(self.state_names, state)))
         h = lm.out_norm(h)
         logits = F.linear(h, lm.text_linear.weight, lm.text_linear.bias)[:, 0]
         text = graph_sample(logits, text_noise, text_temp, self.top_k)
@@ -409,8 +407,8 @@ class FaceHeadGraph(StepGraph):
         st = self.init_state()
         self.state_names = list(st)
         tok = torch.zeros(batch_size, face_lm.cfg.num_tokens, 1, dtype=torch.long)
-        with torch.inference_mode(), slot_updates(self.codec):
-            _, new = self.codec.decode_step(tok, dict(st))
+        with torch.inference_mode():
+            _, new = self.codec.decode_step(tok, dict(st), slots=True)
         self._ring_rules(st, new)
 
     def init_state(self):
@@ -428,8 +426,7 @@ class FaceHeadGraph(StepGraph):
         e_all = (h + e_gen.to(h.dtype)).to(ft.in_proj.weight.dtype)
         logits = ft(e_all, prev if ft.cfg.use_prev_tokens else None)
         tokens = graph_sample(logits, face_noise, face_temp, self.top_k)
-        with slot_updates(self.codec):
-            face, new = self.codec.decode_step(tokens.unsqueeze(-1), dict(zip(self.state_names, state)))
+        face, new = self.codec.decode_step(tokens.unsqueeze(-1), dict(zip(self.state_names, state)), slots=True)
         return self._pack((tokens, face), new)
 
 

@@ -7,6 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from facebot.audio.timing import PhonemeSpan
+from facebot.face.flame import FPS
 
 
 @dataclass
@@ -32,3 +33,8 @@ class FaceCue:
     # in FLAME angles within the head's limits (facebot.perception.attention); None: unknown.
     look_at: tuple | None = None
     extras: dict = field(default_factory=dict)
+
+
+FRAME_PERIOD_S = 1.0 / FPS  # 0.04: one face frame
+FRAMES_PER_CUE = 2
+CUE_PERIOD_S = FRAMES_PER_CUE * FRAME_PERIOD_S  # 0.08: one model frame, one cue

@@ -42,7 +42,8 @@ from .checkpoint import check_state, merge_per_step_keys, read_safetensors
 from .conv import KyutaiEntry, State, StreamConv1d, StreamConvTranspose1d
 from .quantizer import QuantizerConfig, SplitResidualVQ
 from .seanet import SeanetConfig, SeanetDecoder, SeanetEncoder
-from .transformer import StreamingTransformer, TransformerConfig
+from .transformer import StreamingTransformer
+from .transformer_config import TransformerConfig
 
 __all__ = ["MimiConfig", "MimiCodec", "CODEC_PRESETS", "codec_config", "State"]
 
@@ -231,42 +232,46 @@ class MimiCodec(nn.Module):
                 **self.init_decoder_state(batch_size, device, dtype)}
 
     def _transformer_step(self, name: str, x: torch.Tensor, state: State,
-                          out: State) -> torch.Tensor:
+                          out: State, slots: bool) -> torch.Tensor:
         keys = self._tr_keys.get(name)
         if keys is None:
             p = name + "."
             keys = [(p + k, k) for k in getattr(self, name).init_state(1, device="meta")]
             self._tr_keys[name] = keys
         sub = {k: state[full] for full, k in keys}
-        y, sub = getattr(self, name).step(x, sub)
+        tf = getattr(self, name)
+        y, sub = tf.step_slots(x, sub) if slots else tf.step(x, sub)
         for full, k in keys:
             out[full] = sub[k]
         return y
 
     # ---- streaming -----------------------------------------------------------------------------
-    def encode_step(self, pcm: torch.Tensor, state: State) -> Tuple[torch.Tensor, State]:
-        """pcm ``[B, 1, n * frame_size]`` -> (codes ``[B, num_codebooks, n]`` int64, new state)."""
+    def encode_step(self, pcm: torch.Tensor, state: State, slots: bool = False) -> Tuple[torch.Tensor, State]:
+        """pcm ``[B, 1, n * frame_size]`` -> (codes ``[B, num_codebooks, n]`` int64, new state).
+        ``slots``: the transformer's KV buffers are left alone and the new state holds their new
+        slots (``StreamingTransformer.step_slots``, the form exported graphs take)."""
         B, C, T = pcm.shape
         if C != self.cfg.seanet.channels or T == 0 or T % self.frame_size:
             raise ValueError(f"encode_step: expected [B, {self.cfg.seanet.channels}, "
                              f"n*{self.frame_size}] audio, got {list(pcm.shape)}")
         out: State = {}
         x = self.encoder.step(pcm.transpose(1, 2), state, out)
-        x = self._transformer_step("encoder_transformer", x, state, out)
+        x = self._transformer_step("encoder_transformer", x, state, out, slots)
         x = self.downsample.step(x, state, out)
         codes = self.quantizer.encode(x)
         new = dict(state)
         new.update(out)
         return codes, new
 
-    def decode_step(self, codes: torch.Tensor, state: State) -> Tuple[torch.Tensor, State]:
-        """codes ``[B, K, n]`` -> (pcm ``[B, 1, n * frame_size]``, new state)."""
+    def decode_step(self, codes: torch.Tensor, state: State, slots: bool = False) -> Tuple[torch.Tensor, State]:
+        """codes ``[B, K, n]`` -> (pcm ``[B, 1, n * frame_size]``, new state); ``slots`` as in
+        ``encode_step``."""
         if codes.dim() != 3:
             raise ValueError(f"decode_step: expected codes [B, K, n], got {list(codes.shape)}")
         out: State = {}
         x = self.quantizer.decode(codes)
         x = self.upsample.step(x, state, out)
-        x = self._transformer_step("decoder_transformer", x, state, out)
+        x = self._transformer_step("decoder_transformer", x, state, out, slots)
         y = self.decoder.step(x, state, out)
         new = dict(state)
         new.update(out)

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Union
 
 from facebot.config.schema import ConfigError
 from facebot.io.atomic import atomic_write_text
-from .transformer import TransformerConfig
+from .transformer_config import TransformerConfig
 
 __all__ = ["LMConfig", "load_config", "get_config", "CONFIGS", "MOSHI_7B", "MOSHI_DELAYS"]
 

@@ -65,7 +65,8 @@ import torch.nn.functional as F
 
 from facebot.io.atomic import atomic_path
 from facebot.model.conv import StreamConv1d, StreamConvTranspose1d
-from facebot.model.transformer import StreamingTransformer, TransformerConfig
+from facebot.model.transformer import StreamingTransformer
+from facebot.model.transformer_config import TransformerConfig
 
 State = Dict[str, torch.Tensor]
 
@@ -402,13 +403,16 @@ class FaceCodec(nn.Module):
         z = self.enc_out(h).view(face.shape[0], 1, c.num_tokens, c.codebook_dim)
         return self.quantizer.codes(z).transpose(1, 2), new
 
-    def decode_step(self, tokens: torch.Tensor, state: State) -> Tuple[torch.Tensor, State]:
-        """tokens [B, N, 1] -> (face [B, r, D], new state)."""
+    def decode_step(self, tokens: torch.Tensor, state: State, slots: bool = False) -> Tuple[torch.Tensor, State]:
+        """tokens [B, N, 1] -> (face [B, r, D], new state). ``slots``: the transformer's KV
+        buffers are left alone and the new state holds their new slots
+        (``StreamingTransformer.step_slots``, the form exported graphs take)."""
         self._need_causal()
         self._check_tokens(tokens, 1)
         B = tokens.shape[0]
         q = self.quantizer.lookup(tokens.long().transpose(1, 2))
-        h, tf = self.dec_tf.step(self.dec_in(q.reshape(B, 1, -1)), self._sub(state, "dec.tf."))
+        step = self.dec_tf.step_slots if slots else self.dec_tf.step
+        h, tf = step(self.dec_in(q.reshape(B, 1, -1)), self._sub(state, "dec.tf."))
         new: State = {"dec.tf." + k: v for k, v in tf.items()}
         h = F.gelu(self.dec_up.step(h, state, new))
         y = self.dec_out.step(h, state, new)

@@ -28,7 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from facebot.io.atomic import atomic_path
-from .transformer import StreamingTransformer, TransformerConfig
+from .transformer import StreamingTransformer
+from .transformer_config import TransformerConfig
 
 __all__ = ["FaceTransformerConfig", "FaceTransformer", "FaceLM", "face_loss", "save_face_lm",
            "load_face_lm", "FACE_LM_FORMAT"]

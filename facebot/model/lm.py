@@ -26,7 +26,9 @@ import torch.nn.functional as F
 
 from .checkpoint import load_state
 from .configs import LMConfig, load_config
-from .transformer import StreamingTransformer, convert_weight, make_norm
+from .prepared_weights import convert_weight
+from .transformer import StreamingTransformer
+from .transformer_layers import make_norm
 
 __all__ = ["LMModel", "build_lm", "load_lm_checkpoint", "ZERO_TOKEN", "UNGENERATED_TOKEN"]
 

@@ -15,7 +15,7 @@
 """FLAME frames -> head actuator commands for ros2_control (forward_command_controller /
 joint_trajectory_controller), with watchdog and e-stop.
 
-Wraps :class:`facebot.robot.actuators.HeadController`: every FLAME message is pushed as it
+Wraps :class:`facebot.robot.head_controller.HeadController`: every FLAME message is pushed as it
 arrives; a timer at ``control_rate_hz`` ticks the controller with the node's clock (the
 same time base as the FLAME stamps, which are show times) and publishes the forms listed in
 ``output_forms``:
@@ -42,8 +42,8 @@ from facebot.msg import FlameParams
 from facebot.nodes import _common as common
 from facebot.nodes._common import Param
 from facebot.pipeline.head import POSITION_CONTROLLER, TRAJECTORY_CONTROLLER
-from facebot.robot.actuators import ESTOP_MODES, HeadController, load_head_config
-from facebot.robot.actuators import OUTPUT_FORMS
+from facebot.robot.head_config import ESTOP_MODES, OUTPUT_FORMS, load_head_config
+from facebot.robot.head_controller import HeadController
 from facebot.robot.joint_messages import forward_command_msg, joint_state_msg, trajectory_msg
 from rclpy.node import Node
 from sensor_msgs.msg import JointState

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from facebot.pipeline.duplex import StepResult
-from facebot.robot.actuators import HeadController, JointCommand
+from facebot.robot.head_controller import HeadController
+from facebot.robot.joint_command import JointCommand
 from facebot.robot.joint_messages import forward_command_msg, joint_state_msg, trajectory_msg
 
 POSITION_CONTROLLER = "head_position_controller"  # config/head_controllers.yaml

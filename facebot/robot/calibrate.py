@@ -50,10 +50,8 @@ import numpy as np
 import yaml
 
 from facebot.io.atomic import atomic_path
-from facebot.robot.actuators import (
-    FEATURE_DIM, FIELD_SIZES, FIELDS, HeadConfig, Term, config_to_dict, feature_index,
-    load_head_config,
-)
+from facebot.robot.head_config import FIELD_SIZES, FIELDS, HeadConfig, Term, config_to_dict, load_head_config
+from facebot.robot.joint_map import FEATURE_DIM, feature_index
 from facebot.errors import FacebotError
 
 REFERENCE_TARGETS: dict[str, dict[str, float]] = {

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from ..model.lm import LMModel, ZERO_TOKEN
 from .delays import Delays
-from ..model.transformer import linear
+from ..model.prepared_weights import linear
 from ..model.sampling import SamplingConfig, make_generator, sample_token
 
 State = Dict[str, torch.Tensor]

@@ -102,7 +102,7 @@ def _mimi_latent(m: MimiCodec, pcm: torch.Tensor) -> torch.Tensor:
 def fit_random_codebooks(m: MimiCodec, audios: List[np.ndarray], seed: int = 0) -> None:
     """Codebooks of random data points: each RVQ level's ``bins`` entries are residual vectors
     of the given audio drawn at random (so codes separate the audio's frames)."""
-    from ..model.transformer import linear
+    from ..model.prepared_weights import linear
     q = m.quantizer
     cfg = q.cfg
     lat = torch.cat([_mimi_latent(m, torch.from_numpy(a).float().view(1, 1, -1))[0] for a in audios])
