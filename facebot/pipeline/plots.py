@@ -11,19 +11,36 @@ from pathlib import Path
 import numpy as np
 
 
-def envelope(audio: np.ndarray, sample_rate: int, hop_s: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
-    """RMS per ``hop_s`` window: (times_s of window starts, rms)."""
-    hop = max(1, int(sample_rate * hop_s))
-    n = audio.shape[0] // hop
-    frames = np.asarray(audio[: n * hop], np.float32).reshape(n, hop)
-    return np.arange(n) * hop_s, np.sqrt(np.mean(frames ** 2, axis=1))
+HOP_S = 0.01  # the envelope's window
+
+
+class RunningEnvelope:
+    """RMS per ``hop_s`` window of a stream pushed block by block, appended to ``spool``
+    (a float32 ``Spool``): the audio is never held whole. A last partial window is dropped."""
+
+    def __init__(self, sample_rate: int, spool, hop_s: float = HOP_S) -> None:
+        self.hop = max(1, int(sample_rate * hop_s))
+        self.spool = spool
+        self._rest = np.zeros(0, np.float32)
+
+    def push(self, samples: np.ndarray) -> None:
+        audio = np.concatenate([self._rest, np.asarray(samples, np.float32).reshape(-1)])
+        n = audio.shape[0] // self.hop
+        if n:
+            self.spool.append(np.sqrt(np.mean(audio[: n * self.hop].reshape(n, self.hop) ** 2, axis=1)))
+        self._rest = audio[n * self.hop:]
+
+    def values(self) -> np.ndarray:
+        return self.spool.read()
+
+    def close(self) -> None:
+        self.spool.close()
 
 
 def plot_session(
     path: str | Path,
-    robot_audio: np.ndarray,
-    user_audio: np.ndarray,
-    sample_rate: int,
+    robot_envelope: np.ndarray,
+    user_envelope: np.ndarray,
     flame_t_s: np.ndarray,
     flame_jaw: np.ndarray,
     flame_neck: np.ndarray,
@@ -31,15 +48,17 @@ def plot_session(
     command_jaw: np.ndarray | None = None,
     command_neck: dict[str, np.ndarray] | None = None,
     lead_s: float = 0.0,
+    hop_s: float = HOP_S,
 ) -> None:
+    """``*_envelope``: RMS per ``hop_s`` window from the session's start (``RunningEnvelope``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(3, 1, figsize=(14, 8), sharex=True, constrained_layout=True)
-    t, env = envelope(robot_audio, sample_rate)
-    tu, envu = envelope(user_audio, sample_rate)
+    t, env = np.arange(robot_envelope.shape[0]) * hop_s, robot_envelope
+    tu, envu = np.arange(user_envelope.shape[0]) * hop_s, user_envelope
     axes[0].fill_between(tu, envu, color="0.75", label="user (heard by the robot)")
     axes[0].plot(t, env, color="tab:blue", lw=0.8, label="robot voice (as heard)")
     axes[0].set_ylabel("audio RMS")

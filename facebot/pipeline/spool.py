@@ -1,0 +1,76 @@
+"""Per-frame data kept on disk while a session runs, so that its memory does not grow with its length.
+
+A ``Spool`` appends rows of one dtype and shape to a raw file and reads them back mapped from
+disk; ``save_npz`` wraps spools into an ``.npz`` exactly as ``np.savez`` lays it out (one
+uncompressed ``.npy`` entry per array, header then the raw rows), copying block by block.
+"""
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from facebot.io.atomic import atomic_path
+
+COPY_BLOCK = 1 << 20
+
+
+class Spool:
+    """Rows of ``dtype`` and ``row_shape`` appended to ``path`` as they come."""
+
+    def __init__(self, path: str | Path, dtype, row_shape: tuple[int, ...] = ()) -> None:
+        self.path = Path(path)
+        self.dtype = np.dtype(dtype)
+        self.row_shape = tuple(row_shape)
+        self.count = 0
+        self._file = open(self.path, "wb")
+
+    def append(self, rows) -> None:
+        """Appends one row (shape ``row_shape``) or several (``[n, *row_shape]``)."""
+        arr = np.ascontiguousarray(rows, self.dtype)
+        if arr.shape == self.row_shape:
+            arr = arr.reshape(1, *self.row_shape)
+        if arr.shape[1:] != self.row_shape:
+            raise ValueError(f"{self.path.name}: rows of shape {self.row_shape} expected, got {arr.shape}")
+        self._file.write(arr.tobytes())
+        self.count += arr.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.count, *self.row_shape)
+
+    def read(self) -> np.ndarray:
+        """Everything appended so far, mapped read-only from disk (not loaded)."""
+        self._flush()
+        if self.count == 0 or self.dtype.itemsize * int(np.prod(self.row_shape)) == 0:
+            return np.zeros(self.shape, self.dtype)
+        return np.memmap(self.path, self.dtype, "r", shape=self.shape)
+
+    def copy_npy(self, out) -> None:
+        """Writes the rows as an ``.npy`` stream (format 1.0 header, C order) to ``out``."""
+        self._flush()
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+        np.lib.format.write_array_header_1_0(out, header)
+        with open(self.path, "rb") as raw:
+            shutil.copyfileobj(raw, out, COPY_BLOCK)
+
+    def _flush(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def save_npz(path: str | Path, arrays: dict[str, Spool | np.ndarray]) -> None:
+    """``np.savez(path, **arrays)`` where spools are streamed from disk; written atomically."""
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, mode="w", compression=zipfile.ZIP_STORED,
+                                                   allowZip64=True) as zipf:
+        for name, value in arrays.items():
+            with zipf.open(name + ".npy", "w", force_zip64=True) as entry:
+                if isinstance(value, Spool):
+                    value.copy_npy(entry)
+                else:
+                    np.lib.format.write_array(entry, np.asanyarray(value), allow_pickle=False)
