@@ -62,20 +62,46 @@ def write_input(path: Path, minutes: float, cycle: np.ndarray) -> None:
             written += block.shape[0]
 
 
+def _rss_mb(pid: int) -> float | None:
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
 def run_once(wav: Path, out: Path) -> dict:
-    """One `facebot run` as a child process: its peak RSS (MB) and wall time."""
+    """One `facebot run` as a child process: its peak RSS (MB), wall time and the RSS sampled
+    each second (to tell growth during the session from a peak while writing outputs)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-m", "facebot.cli", "run", "--backend", "scripted", "--no-video", "--no-progress",
            "--input", str(wav), "--out", str(out)]
     t0 = time.perf_counter()
     with open(out.with_suffix(".log"), "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
+        samples = []
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            rss = _rss_mb(proc.pid)
+            if rss is not None:
+                samples.append(rss)
+            time.sleep(1.0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         tail = out.with_suffix(".log").read_text().strip().splitlines()[-3:]
         raise SystemExit(f"facebot run failed (exit {proc.returncode}): {' | '.join(tail)}")
-    return {"peak_rss_mb": usage.ru_maxrss / 1024.0, "wall_s": time.perf_counter() - t0}
+    return {"peak_rss_mb": usage.ru_maxrss / 1024.0, "wall_s": time.perf_counter() - t0, "rss_mb": samples}
+
+
+def _quartiles(samples: list[float]) -> str:
+    if not samples:
+        return ""
+    picks = [samples[min(len(samples) - 1, int(q * (len(samples) - 1)))] for q in (0.1, 0.25, 0.5, 0.75, 0.95)]
+    return "RSS at 10/25/50/75/95% of the run: " + " ".join(f"{v:.0f}" for v in picks) + " MB"
 
 
 def main(argv=None) -> int:
@@ -95,7 +121,7 @@ def main(argv=None) -> int:
             write_input(wav, minutes, cycle)
             results[name] = run_once(wav, work / f"{name}_out")
             print(f"{name:5s} {minutes:7.1f} min: peak RSS {results[name]['peak_rss_mb']:8.1f} MB "
-                  f"({results[name]['wall_s']:.0f} s)", flush=True)
+                  f"({results[name]['wall_s']:.0f} s); {_quartiles(results[name]['rss_mb'])}", flush=True)
     diff = results["long"]["peak_rss_mb"] - results["short"]["peak_rss_mb"]
     verdict = "within" if diff <= TARGET_MB else "OVER"
     print(f"difference {diff:+.1f} MB ({verdict} the {TARGET_MB:.0f} MB target)")

@@ -213,6 +213,13 @@ def test_bag_has_joint_states_and_controller_commands(session):
     assert list(traj.joint_names) == joints and len(traj.points) >= 1
 
 
+def test_head_is_timed_as_its_own_stage(session):
+    """The session ticks the head driver itself; recording the commands is billed to "record"."""
+    out, _ = session
+    latency = json.loads((out / "summary.json").read_text())["latency_ms"]
+    assert {"head", "record", "step"} <= set(latency)
+
+
 def test_face_video_and_plot(session):
     import av
 
