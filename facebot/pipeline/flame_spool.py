@@ -55,7 +55,7 @@ class FlameSpool:
         return self._fields
 
     def field(self, name: str) -> np.ndarray:
-        """One field, mapped from disk (``[T, ...]``)."""
+        """One field, loaded (``[T, ...]``; for the small ones: stamps, poses)."""
         return (self._fields or self._open(N_EXPRESSION))[name].read()
 
     def save_npz(self, path: Path) -> None:
@@ -67,15 +67,15 @@ class FlameSpool:
 
     def frames_at(self, indices: np.ndarray) -> Iterator[FlameFrame | None]:
         """The frames at ``indices`` (-1: None), read from disk one at a time."""
-        columns = {name: self.field(name) for name in ("expression", *_POSE_FIELDS, "stamp_ns", "sequence", "source")}
+        fields = self._fields or self._open(N_EXPRESSION)
         for i in indices:
             if i < 0:
                 yield None
                 continue
-            yield FlameFrame(expression=np.array(columns["expression"][i]),
-                             **{name: np.array(columns[name][i]) for name in _POSE_FIELDS},
-                             stamp_ns=int(columns["stamp_ns"][i]), sequence=int(columns["sequence"][i]),
-                             source=FrameSource(int(columns["source"][i])))
+            row = {name: fields[name][i:i + 1][0] for name in ("expression", *_POSE_FIELDS, "stamp_ns", "sequence", "source")}
+            yield FlameFrame(expression=row["expression"], **{name: row[name] for name in _POSE_FIELDS},
+                             stamp_ns=int(row["stamp_ns"]), sequence=int(row["sequence"]),
+                             source=FrameSource(int(row["source"])))
 
     def close(self) -> None:
         for spool in (self._fields or {}).values():

@@ -12,6 +12,25 @@ import numpy as np
 
 
 HOP_S = 0.01  # the envelope's window
+MAX_POINTS = 20_000  # per line: ~16 per pixel column of the 1260 px wide figure
+
+
+def min_max_points(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` unchanged up to ``max_points``; beyond, each of ``max_points / 2`` runs of
+    consecutive points is reduced to its lowest and highest, in order. Runs narrower than a
+    pixel column draw the same picture, and an hours-long session costs the plot no more
+    memory than a few minutes."""
+    n = y.shape[0]
+    if n <= max_points:
+        return x, y
+    run = -(-n // (max_points // 2))
+    starts = np.arange(0, n, run)
+    keep = np.empty(2 * starts.shape[0], np.int64)
+    for k, start in enumerate(starts):
+        part = y[start:start + run]
+        lo, hi = start + int(np.argmin(part)), start + int(np.argmax(part))
+        keep[2 * k], keep[2 * k + 1] = min(lo, hi), max(lo, hi)
+    return x[keep], y[keep]
 
 
 class RunningEnvelope:
@@ -57,16 +76,16 @@ def plot_session(
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(3, 1, figsize=(14, 8), sharex=True, constrained_layout=True)
-    t, env = np.arange(robot_envelope.shape[0]) * hop_s, robot_envelope
-    tu, envu = np.arange(user_envelope.shape[0]) * hop_s, user_envelope
+    t, env = min_max_points(np.arange(robot_envelope.shape[0]) * hop_s, robot_envelope)
+    tu, envu = min_max_points(np.arange(user_envelope.shape[0]) * hop_s, user_envelope)
     axes[0].fill_between(tu, envu, color="0.75", label="user (heard by the robot)")
     axes[0].plot(t, env, color="tab:blue", lw=0.8, label="robot voice (as heard)")
     axes[0].set_ylabel("audio RMS")
     axes[0].legend(loc="upper right")
 
-    axes[1].plot(flame_t_s, flame_jaw, color="tab:orange", lw=1.0, label="FLAME jaw_pose[0] (rad) at show time")
+    axes[1].plot(*min_max_points(flame_t_s, flame_jaw), color="tab:orange", lw=1.0, label="FLAME jaw_pose[0] (rad) at show time")
     if command_t_s is not None and command_jaw is not None:
-        axes[1].plot(command_t_s + lead_s, command_jaw, color="tab:red", lw=0.8, ls="--",
+        axes[1].plot(*min_max_points(command_t_s + lead_s, command_jaw), color="tab:red", lw=0.8, ls="--",
                      label=f"jaw command (sent {lead_s * 1000:.0f} ms early, shifted back)")
     ax_env = axes[1].twinx()
     ax_env.plot(t, env, color="tab:blue", lw=0.5, alpha=0.4)
@@ -75,10 +94,10 @@ def plot_session(
     axes[1].legend(loc="upper right")
 
     for i, name in enumerate(("pitch", "yaw", "roll")):
-        axes[2].plot(flame_t_s, flame_neck[:, i], lw=0.9, label=f"FLAME neck {name}")
+        axes[2].plot(*min_max_points(flame_t_s, flame_neck[:, i]), lw=0.9, label=f"FLAME neck {name}")
     if command_t_s is not None and command_neck:
         for name, values in command_neck.items():
-            axes[2].plot(command_t_s + lead_s, values, lw=0.6, ls="--", label=f"{name} command")
+            axes[2].plot(*min_max_points(command_t_s + lead_s, values), lw=0.6, ls="--", label=f"{name} command")
     axes[2].set_ylabel("neck (rad)")
     axes[2].set_xlabel("time since session start (s)")
     axes[2].legend(loc="upper right", ncol=2, fontsize="small")

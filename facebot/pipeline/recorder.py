@@ -153,7 +153,7 @@ class SessionRecorder:
 
             count = int(np.ceil(n / MODEL_RATE * 25))
             frames = self.flame.frames_at(grid_indices(self.flame.field("stamp_ns"), self._t0_ns, count))
-            write_face_video(self.partial / "face.mp4", frames, self.renderer, self.audio.robot.keep.read(), MODEL_RATE)
+            write_face_video(self.partial / "face.mp4", frames, self.renderer, self.audio.robot.keep, MODEL_RATE)
         summary = {**summary, "t0_ns": self._t0_ns, "frames": self.frames, "flame_frames": len(self.flame),
                    "robot_lead_samples": self._lead_samples, "bag_counts": dict(self.bag.counts)}
         if self.head is not None:
@@ -172,12 +172,13 @@ class SessionRecorder:
         kwargs = {}
         if self.commands:
             names = list(self.head.controller.joint_names)
-            track = self._command_track.read()
-            pos = track[:, 1:]
+            shown = [n for n in names if n == "jaw" or n.startswith("neck_")]
+            command_t, *columns = self._command_track.columns([0] + [1 + names.index(n) for n in shown])
+            commands = dict(zip(shown, columns))
             kwargs = dict(
-                command_t_s=track[:, 0],
-                command_jaw=pos[:, names.index("jaw")] if "jaw" in names else None,
-                command_neck={n: pos[:, names.index(n)] for n in names if n.startswith("neck_")},
+                command_t_s=command_t,
+                command_jaw=commands.get("jaw"),
+                command_neck={n: v for n, v in commands.items() if n != "jaw"},
                 lead_s=self.head.lead_ms / 1000.0,
             )
         plot_session(self.partial / "session.png", self.audio.robot.envelope.values(),

@@ -1,7 +1,8 @@
 """Per-frame data kept on disk while a session runs, so that its memory does not grow with its length.
 
-A ``Spool`` appends rows of one dtype and shape to a raw file and reads them back mapped from
-disk; ``save_npz`` wraps spools into an ``.npz`` exactly as ``np.savez`` lays it out (one
+A ``Spool`` appends rows of one dtype and shape to a raw file and reads them back with plain
+reads (a slice, some columns block by block, or all of a small one), never mapped: mapped
+pages would count in the process's memory as they are touched. ``save_npz`` wraps spools into an ``.npz`` exactly as ``np.savez`` lays it out (one
 uncompressed ``.npy`` entry per array, header then the raw rows), copying block by block.
 """
 from __future__ import annotations
@@ -41,12 +42,34 @@ class Spool:
     def shape(self) -> tuple[int, ...]:
         return (self.count, *self.row_shape)
 
+    @property
+    def _row_bytes(self) -> int:
+        return self.dtype.itemsize * int(np.prod(self.row_shape))
+
     def read(self) -> np.ndarray:
-        """Everything appended so far, mapped read-only from disk (not loaded)."""
+        """Everything appended so far, loaded: for spools of a few values per frame."""
+        return self[0:self.count]
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        """Rows ``start:stop`` (step 1), read from disk."""
+        start, stop, step = rows.indices(self.count)
+        if step != 1:
+            raise ValueError("a spool is read in contiguous rows")
         self._flush()
-        if self.count == 0 or self.dtype.itemsize * int(np.prod(self.row_shape)) == 0:
-            return np.zeros(self.shape, self.dtype)
-        return np.memmap(self.path, self.dtype, "r", shape=self.shape)
+        n = max(0, stop - start)
+        with open(self.path, "rb") as f:
+            f.seek(start * self._row_bytes)
+            data = f.read(n * self._row_bytes)
+        return np.frombuffer(data, self.dtype).reshape(n, *self.row_shape).copy()
+
+    def columns(self, indices: list[int], block_rows: int = 1 << 16) -> list[np.ndarray]:
+        """Some columns of a 2-D spool, read block by block (the rest is never held)."""
+        parts = [[] for _ in indices]
+        for start in range(0, self.count, block_rows):
+            block = self[start:start + block_rows]
+            for part, j in zip(parts, indices):
+                part.append(block[:, j].copy())
+        return [np.concatenate(p) if p else np.zeros(0, self.dtype) for p in parts]
 
     def copy_npy(self, out) -> None:
         """Writes the rows as an ``.npy`` stream (format 1.0 header, C order) to ``out``."""
