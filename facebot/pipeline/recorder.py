@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from facebot import interfaces
 from facebot.audio.framing import MODEL_RATE
@@ -26,7 +27,7 @@ from facebot.pipeline import head as head_io
 from facebot.pipeline.duplex import StepResult
 from facebot.pipeline.flame_spool import FlameSpool
 from facebot.pipeline.head import HeadDriver
-from facebot.pipeline.session_audio import SessionAudio
+from facebot.pipeline.session_audio import SessionAudio, pcm16_ready
 from facebot.pipeline.spool import Spool
 from facebot.robot.actuators import JointCommand
 
@@ -76,6 +77,7 @@ class SessionRecorder:
         self.audio = SessionAudio(self.partial, self.scratch, keep_robot=renderer is not None)
         self.flame = FlameSpool(self.scratch)
         self._transcript = open(self.partial / "transcript.txt", "w")
+        self._mic = None  # mic.wav, with a loudspeaker: the microphone before echo cancellation
         self.bag = BagRecorder(self.partial / "bag", topics)
         self.bag.__enter__()
         self.frames = 0
@@ -111,6 +113,12 @@ class SessionRecorder:
             text=r.output.text, step_latency_ms=0.0 if self.deterministic else r.timings_ms.get("step", 0.0),
             backend=self.backend,
         ))
+
+    def add_mic(self, samples: np.ndarray) -> None:
+        """Records a microphone frame as heard, before echo cancellation (mic.wav)."""
+        if self._mic is None:
+            self._mic = sf.SoundFile(str(self.partial / "mic.wav"), "w", MODEL_RATE, 1, subtype="PCM_16")
+        self._mic.write(pcm16_ready(samples))
 
     def _add_commands(self, commands) -> None:
         if not commands:
@@ -186,7 +194,7 @@ class SessionRecorder:
                      self.flame.field("neck_pose"), **kwargs)
 
     def _close_scratch(self) -> None:
-        for f in (self._csv, self._transcript, self._command_track, self.audio, self.flame):
+        for f in (self._csv, self._transcript, self._mic, self._command_track, self.audio, self.flame):
             if f is not None:
                 f.close()
 

@@ -92,7 +92,8 @@ def run_session(
     recorder = SessionRecorder(out_dir, loop.backend.describe(), with_video=video is not None,
                                head=head, renderer=renderer, deterministic=deterministic, plot=plot,
                                replace=replace)
-    io = EchoSide(echo, room, EchoTrace() if room is not None else None)
+    io = EchoSide(echo, room, EchoTrace() if room is not None else None,
+                  mic_sink=recorder.add_mic if echo is not None or room is not None else None)
     framer = AudioFramer()
     timings: dict[str, array] = {s: array("d") for s in STAGES}  # 8 bytes a value, not a float object
     total_frames = None
@@ -129,10 +130,6 @@ def run_session(
         if io.stage is not None or io.room is not None:
             summary["echo"] = io.summary()
             report.echo = summary["echo"]
-            from facebot.audio.files import write_wav
-
-            write_wav(recorder.partial / "mic.wav", np.concatenate(io.mic) if io.mic else np.zeros(0, np.float32),
-                      MODEL_RATE)
         recorder.finish(summary)
         return report
     except BaseException:

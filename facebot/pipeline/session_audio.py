@@ -17,7 +17,7 @@ from facebot.pipeline.plots import RunningEnvelope
 from facebot.pipeline.spool import Spool
 
 
-def _pcm(samples: np.ndarray) -> np.ndarray:
+def pcm16_ready(samples: np.ndarray) -> np.ndarray:
     """What ``facebot.audio.files.write_wav`` stores: finite, clipped to [-1, 1]."""
     return np.clip(np.nan_to_num(np.asarray(samples, np.float32)), -1.0, 1.0)
 
@@ -52,7 +52,7 @@ class _Track:
 
     def write(self, samples: np.ndarray) -> None:
         samples = np.asarray(samples, np.float32).reshape(-1)
-        self.wav.write(_pcm(samples))
+        self.wav.write(pcm16_ready(samples))
         self.envelope.push(samples)
         if self.keep is not None:
             self.keep.append(samples)
@@ -90,7 +90,7 @@ class SessionAudio:
     def _pair(self) -> None:
         n = min(self.user.unpaired.count, self.robot.unpaired.count)
         if n:
-            self.conversation.write(_pcm(np.stack([self.user.unpaired.take(n), self.robot.unpaired.take(n)], axis=1)))
+            self.conversation.write(pcm16_ready(np.stack([self.user.unpaired.take(n), self.robot.unpaired.take(n)], axis=1)))
 
     def finish(self) -> int:
         """Pads both sides to the longer one and closes the files; returns the length in samples."""
