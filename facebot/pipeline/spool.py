@@ -64,12 +64,12 @@ class Spool:
 
     def columns(self, indices: list[int], block_rows: int = 1 << 16) -> list[np.ndarray]:
         """Some columns of a 2-D spool, read block by block (the rest is never held)."""
-        parts = [[] for _ in indices]
+        out = [np.empty(self.count, self.dtype) for _ in indices]
         for start in range(0, self.count, block_rows):
             block = self[start:start + block_rows]
-            for part, j in zip(parts, indices):
-                part.append(block[:, j].copy())
-        return [np.concatenate(p) if p else np.zeros(0, self.dtype) for p in parts]
+            for column, j in zip(out, indices):
+                column[start:start + block.shape[0]] = block[:, j]
+        return out
 
     def copy_npy(self, out) -> None:
         """Writes the rows as an ``.npy`` stream (format 1.0 header, C order) to ``out``."""
