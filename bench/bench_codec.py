@@ -1,6 +1,6 @@
 """Mimi codec per-frame streaming cost: ours (facebot.model.codec) vs Kyutai's moshi, same weights.
 
-Builds moshi's Mimi with random weights (codebooks filled, see facebot.model.codec_reference),
+Builds moshi's Mimi with random weights (codebooks filled, see test/codec_reference.py),
 imports the same weights into ours through the Kyutai key map, then streams a speech-like clip
 frame by frame (1920 samples = 80 ms) through both, interleaved (ref encode, ours encode, ref
 decode, ours decode per frame) so that machine load hits both alike. Prints per-frame encode and
@@ -23,11 +23,12 @@ from pathlib import Path
 os.environ.setdefault("NO_TORCH_COMPILE", "1")
 os.environ.setdefault("NO_CUDA_GRAPH", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))  # the tests' codec oracle
 
 import torch  # noqa: E402
 
 from facebot.model.codec import MimiCodec, codec_config  # noqa: E402
-from facebot.model.codec_reference import build_reference, speech_like  # noqa: E402
+from codec_reference import build_reference, speech_like  # noqa: E402
 
 
 def _stats(ts):

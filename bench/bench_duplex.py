@@ -20,6 +20,7 @@ from pathlib import Path
 os.environ.setdefault("NO_TORCH_COMPILE", "1")
 os.environ.setdefault("NO_CUDA_GRAPH", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))  # the tests' codec oracle
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
     from moshi.models.lm import LMModel as RefLM
 
     from facebot.model.codec import MimiCodec, codec_config
-    from facebot.model.codec_reference import build_reference, speech_like
+    from codec_reference import build_reference, speech_like
     from facebot.model.configs import load_config
     from facebot.model.lm import LMModel, load_lm_checkpoint
     from facebot.model.sampling import SamplingConfig, make_generator

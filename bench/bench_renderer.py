@@ -84,8 +84,12 @@ def main(argv=None) -> int:
     import cv2
 
     cv2.setNumThreads(1)
+    from facebot.face.flame_mesh import FlameModel
     from facebot.robot.display import FaceRenderer, load_display_config
-    from facebot.robot.flame_model import FlameModel, MeshRenderer, synthetic_flame
+    from facebot.robot.mesh_renderer import MeshRenderer
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
+    from synthetic_flame import synthetic_flame  # the tests' stand-in model
 
     cfg = load_display_config(args.config)
     frames = flame_stream(args.frames)

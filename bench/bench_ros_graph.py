@@ -45,11 +45,10 @@ def make_input(path: Path, seconds: float) -> None:
 def in_process(path: Path) -> list[float]:
     """Step time (ms) of each frame with the loop called directly."""
     from facebot.audio.framing import AudioFramer
-    from facebot.pipeline.backends import BackendOptions, make_backend
-    from facebot.pipeline.duplex import DuplexLoop
-    from facebot.config.loop import LoopConfig
+    from facebot.assembly import build_loop
+    from facebot.config.pipeline import PipelineConfig
     audio, rate = soundfile.read(path, dtype='float32')
-    loop = DuplexLoop(make_backend(BackendOptions(name='scripted')), LoopConfig())
+    loop = build_loop(PipelineConfig())
     framer = AudioFramer()
     times = []
     chunk = rate // 50

@@ -3,14 +3,18 @@ static state, batching, Kyutai checkpoint import and its errors, export of the s
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from facebot.model.checkpoint import CheckpointError, save_safetensors
 from facebot.model.codec import MimiCodec, MimiConfig, _check_entries_cover, codec_config
-from facebot.model.codec_reference import speech_like
 from facebot.model.conv import StreamConv1d, StreamConvTranspose1d
+
+sys.path.insert(0, str(Path(__file__).parent))
+from codec_reference import speech_like  # noqa: E402
 
 torch.set_num_threads(1)
 FS = 1920
@@ -262,23 +266,32 @@ def test_checkpoint_errors(tiny, tmp_path):
 
 # ---- export ---------------------------------------------------------------------------------
 
-def test_steps_export_with_torch_export(tiny):
-    from facebot.runtime.codec_step import CodecDecoderStep, CodecEncoderStep
+def test_codec_graphs_export_with_torch_export(tiny):
+    """The encoder/decoder step graphs the runtime exports go through torch.export unchanged."""
+    from facebot.export.graphs import DecoderGraph, EncoderGraph, apply_slot_updates
 
-    enc, dec = CodecEncoderStep(tiny), CodecDecoderStep(tiny)
+    def next_state(graph, state, outs):
+        """The state after a step: KV slots written into their rings, the rest replaced."""
+        cur = dict(zip(graph.state_names, state))
+        new = dict(zip(graph.state_names, outs[len(graph.data_outputs):]))
+        apply_slot_updates(cur, {k: v for k, v in new.items() if k in graph.slot_rules},
+                           graph.slot_rules, {})
+        return [cur[k] if k in graph.slot_rules else new[k] for k in graph.state_names]
+
+    enc, dec = EncoderGraph(tiny), DecoderGraph(tiny, tiny.num_codebooks)
     assert enc.state_names == list(tiny.init_encoder_state(1))
     with torch.no_grad():
         ep_enc = torch.export.export(enc, enc.example_inputs()).module()
         ep_dec = torch.export.export(dec, dec.example_inputs()).module()
         pcm = speech_like(3 * FS, seed=8)
-        se, sx = list(enc.init_state()), list(enc.init_state())
-        de, dx = list(dec.init_state()), list(dec.init_state())
+        se, sx = list(enc.init_state().values()), list(enc.init_state().values())
+        de, dx = list(dec.init_state().values()), list(dec.init_state().values())
         for i in range(3):
             frame = pcm[..., i * FS:(i + 1) * FS]
             oe, ox = enc(frame, *se), ep_enc(frame, *sx)
             assert torch.equal(oe[0], ox[0])
-            se, sx = list(oe[1:]), list(ox[1:])
+            se, sx = next_state(enc, se, oe), next_state(enc, sx, ox)
             ye, yx = dec(oe[0], *de), ep_dec(oe[0], *dx)
             assert (ye[0] - yx[0]).abs().max() < 1e-5
-            de, dx = list(ye[1:]), list(yx[1:])
+            de, dx = next_state(dec, de, ye), next_state(dec, dx, yx)
     assert math.isfinite(float(ye[0].abs().max()))

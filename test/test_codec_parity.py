@@ -1,7 +1,7 @@
 """Parity of our Mimi codec with Kyutai's reference (the ``moshi`` package), random weights.
 
 moshi's Mimi is built with the same config and random weights, its all-zero codebooks filled
-with random codewords (facebot.model.codec_reference), its ``state_dict()`` imported into ours
+with random codewords (test/codec_reference.py), its ``state_dict()`` imported into ours
 through the Kyutai key map; then both stream the same speech-like clip frame by frame.
 
 Done when: encode gives identical codes on >= 99% of entries over 50 streamed frames, and
@@ -10,6 +10,9 @@ same structure) and ``small`` (Kyutai's real Mimi configuration).
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -17,7 +20,9 @@ pytest.importorskip("moshi", reason="the reference implementation (pip install -
 
 from facebot.model.checkpoint import save_safetensors  # noqa: E402
 from facebot.model.codec import MimiCodec, MimiConfig  # noqa: E402
-from facebot.model.codec_reference import build_reference, speech_like  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from codec_reference import build_reference, speech_like  # noqa: E402
 
 torch.set_num_threads(1)
 FRAMES = 50

@@ -1,8 +1,10 @@
 """The stylised face display: image contract, config, and that each FLAME input moves the
-feature it should, measured on the pixels."""
+feature it should, measured on the pixels; and the FLAME mesh view chosen by ``flame_model``."""
 from __future__ import annotations
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,13 +12,19 @@ import pytest
 from facebot.config import ConfigError
 from facebot.face.controls import controls_to_frame
 from facebot.face.flame import FlameFrame
+from facebot.face.flame_mesh import FlameModel
 from facebot.robot.display import (
     DisplayColors,
     DisplayGeometry,
     FaceDisplayConfig,
     FaceRenderer,
+    face_renderer,
     load_display_config,
 )
+from facebot.robot.mesh_renderer import MeshRenderer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synthetic_flame import synthetic_flame  # noqa: E402
 
 CFG = FaceDisplayConfig()
 COL = CFG.colors
@@ -210,3 +218,39 @@ def test_config_typos_and_bad_values_rejected(tmp_path):
     cfg = load_display_config(_write(tmp_path, "display:\n  width: 320\n  colors:\n    iris: [1, 2, 3]\n"))
     assert cfg.width == 320 and cfg.colors.iris == (1, 2, 3) and cfg.height == 480
     assert isinstance(cfg.colors, DisplayColors)
+
+
+# ------------------------------------------------------------- the FLAME mesh, when configured
+
+
+def test_flame_model_in_the_config_selects_the_mesh_view(tmp_path):
+    """``flame_model`` (relative to the YAML's folder) makes ``face_renderer`` draw that FLAME
+    mesh, exactly as ``MeshRenderer`` does; without it the stylised face is drawn."""
+    (tmp_path / "models").mkdir()
+    np.savez(tmp_path / "models" / "flame.npz", **synthetic_flame(n_lat=12, n_lon=16, eye_res=6))
+    cfg = load_display_config(_write(tmp_path, "display:\n  width: 160\n  height: 120\n"
+                                               "  flame_model: models/flame.npz\n"))
+    assert cfg.flame_model == str(tmp_path / "models" / "flame.npz")
+    mesh = face_renderer(cfg)
+    assert isinstance(mesh, MeshRenderer)
+    frame = FlameFrame(jaw_pose=[0.2, 0, 0], eye_pose=[0, 0.3, 0, 0, 0.3, 0])
+    direct = MeshRenderer(FlameModel.load(cfg.flame_model), cfg).render(frame)
+    np.testing.assert_array_equal(mesh.render(frame), direct)
+    assert face_renderer(cfg, mesh.model).model is mesh.model  # a loaded model is reused
+    stylised = face_renderer(dataclasses.replace(cfg, flame_model=None))
+    assert isinstance(stylised, FaceRenderer)
+    assert not np.array_equal(stylised.render(frame), direct)
+
+
+def test_a_bad_flame_model_setting_is_a_config_error(tmp_path):
+    missing = load_display_config(_write(tmp_path, "display:\n  flame_model: nowhere.npz\n"))
+    with pytest.raises(ConfigError, match=r"display\.flame_model: .*nowhere\.npz: no such file"):
+        face_renderer(missing)
+    (tmp_path / "model.pkl").write_bytes(b"\x80\x02}q\x00.")
+    pickled = load_display_config(_write(tmp_path, "display:\n  flame_model: model.pkl\n"))
+    with pytest.raises(ConfigError, match="flame-convert"):
+        face_renderer(pickled)
+    with pytest.raises(ConfigError, match="flame_model"):
+        load_display_config(_write(tmp_path, "display:\n  flame_model: 3\n"))
+    with pytest.raises(ConfigError, match="flame_model"):
+        load_display_config(_write(tmp_path, "display:\n  flame_model: ''\n"))

@@ -291,21 +291,6 @@ def test_scenarios_have_known_speech_times_and_are_seeded(situation):
         assert len(gaps) == 2 and all(0.6 <= g <= 1.3 for g in gaps)
 
 
-@pytest.fixture(scope="module")
-def sample_run(tmp_path_factory):
-    """`facebot run` on the sample conversation, whose user turns are known (its layout JSON)."""
-    root = tmp_path_factory.mktemp("sample")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("XDG_CACHE_HOME", str(root / "cache"))
-    try:
-        rc = cli.main(["run", "--out", str(root / "out"), "--t0-ns", str(T0), "--no-progress", "--no-video"])
-    finally:
-        mp.undo()
-    assert rc == 0
-    layout = json.loads((root / "cache" / "facebot" / "sample_conversation.json").read_text())
-    return root / "out", layout
-
-
 def test_a_facebot_run_folder_and_its_bag(sample_run):
     """The scripted backend on the sample: every reply, the backchannel and the barge-in are
     found where the layout put them, and the folder and its bag agree."""

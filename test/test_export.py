@@ -21,7 +21,6 @@ from facebot.runtime.graph_runner import GraphSpec, OrtGraphRunner, TorchGraphRu
 from facebot.runtime.lm_step import LMStep
 from facebot.runtime.model_runtime import load_ort_runners
 
-torch.set_num_threads(2)
 FRAMES = 50
 N_FACE, K_FACE = 4, 16
 
@@ -207,17 +206,19 @@ def test_external_data_fp16_and_int8_graphs_load_and_run(tmp_path):
         assert (h - h8).abs().max() < 0.1 * h.abs().max()  # int8 weights and int8 compute
 
 
-def test_model_backend_runs_on_onnxruntime(exported, tmp_path):
-    """`--runtime onnxruntime`: the backend exports on first use (into the folder given) and
-    gives the torch runtime's output frame for frame."""
+def test_model_backend_runs_on_onnxruntime(tiny_deployment):
+    """`--runtime onnxruntime`: the export step exported into the folder given (the session's
+    ``tiny_deployment``), and the backend on that folder gives the torch runtime's output frame
+    for frame."""
     from facebot.pipeline.backend import DuplexInput
     from facebot.pipeline.model_backend import ModelBackend
     from facebot.config.model import ModelOptions
 
-    common = dict(config="tiny", greedy=True, init_seed=0)
-    torch_be = ModelBackend(ModelOptions(**common))
-    ort_be = ModelBackend(ModelOptions(**common, runtime="onnxruntime", export_dir=str(tmp_path / "g")))
-    assert (tmp_path / "g" / "manifest.json").is_file()
+    opts, folder = tiny_deployment["opts"], tiny_deployment["folder"]
+    torch_be = tiny_deployment["built"]
+    torch_be.reset(0)
+    ort_be = ModelBackend(ModelOptions(**opts, export_dir=str(folder)))
+    assert (folder / "manifest.json").is_file()
     assert "onnxruntime fp32" in ort_be.describe()
     pcms = speechlike_signal(12, 1920, 5)
     for i, pcm in enumerate(pcms):
@@ -225,8 +226,7 @@ def test_model_backend_runs_on_onnxruntime(exported, tmp_path):
         b = ort_be.step(DuplexInput(index=i, user_audio=pcm, capture_stamp_ns=i * 80_000_000))
         assert a.text == b.text
         assert np.abs(a.audio - b.audio).max() <= 1e-4
-    sampled = ModelBackend(ModelOptions(config="tiny", init_seed=0, runtime="onnxruntime",
-                                        export_dir=str(tmp_path / "g")))  # same widths: reused
+    sampled = ModelBackend(ModelOptions(**{**opts, "greedy": False}, export_dir=str(folder)))  # same widths: reused
     with pytest.raises(ValueError, match="fixed in the exported graphs"):
         sampled.update_options(top_k=7)
     sampled.update_options(temperature=0.5)  # live temperature changes need no new graph

@@ -248,23 +248,3 @@ def test_metrics_agree_with_facebot_train_metrics(motion):
         y = m.decode(tok)[0].numpy()
     assert r["lip_error"] == pytest.approx(metrics.lip_error(y, x), rel=1e-5)
     assert r["perplexity"] == pytest.approx(metrics.normalized_perplexity(tok.numpy(), 64), rel=1e-6)
-
-
-def test_runtime_step_wrappers_match_the_codec():
-    from facebot.runtime.face_codec_step import FaceDecoderStep, FaceEncoderStep
-    m = _random_codec()
-    enc, dec = FaceEncoderStep(m), FaceDecoderStep(m)
-    assert all(n in m.init_encoder_state(1) for n in enc.state_names)
-    x = torch.randn(1, 20, 56)
-    es, ds = enc.init_state(), dec.init_state()
-    outs = []
-    with torch.no_grad():
-        for t in range(10):
-            tok, *es = enc(x[:, 2 * t:2 * t + 2], *es)
-            f, *ds = dec(tok, *ds)
-            outs.append(f)
-        y = m.decode(m.encode(x))
-    assert (torch.cat(outs, 1) - y).abs().max().item() <= 1e-6
-    assert len(enc.example_inputs()) == 1 + len(enc.state_names)
-    with pytest.raises(ValueError, match="causal"):
-        FaceEncoderStep(_random_codec(causal=False))

@@ -185,7 +185,8 @@ def test_step_refuses_mismatched_parts(lm):
 def test_model_backend_publishes_model_faces(tmp_path):
     from facebot.audio.framing import FRAME_NS, FRAME_SAMPLES, AudioFrame
     from facebot.pipeline.duplex import DuplexLoop
-    from facebot.pipeline.model_backend import ModelBackend, ModelLoadError
+    from facebot.model.loading import ModelLoadError
+    from facebot.pipeline.model_backend import ModelBackend
     from facebot.config.model import ModelOptions
 
     save_face_lm(face_lm(), tmp_path / "face_lm.safetensors")

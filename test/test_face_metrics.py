@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from facebot.face.flame import FlameTrack
-from facebot.robot.flame_model import FlameModel, synthetic_flame
+from facebot.face.flame_mesh import FlameModel
 from facebot.train import metrics as M
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synthetic_flame import synthetic_flame  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import os
 import pickle
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,17 +20,13 @@ from scipy.spatial.transform import Rotation
 
 from facebot.cli import main
 from facebot.face.flame import FlameFrame
+from facebot.face.flame_convert import convert_flame_pickle, read_flame_pickle
+from facebot.face.flame_mesh import FLAME_KEYS, FlameModel, FlameModelError, rodrigues
 from facebot.robot.display import FaceDisplayConfig
-from facebot.robot.flame_model import (
-    FLAME_KEYS,
-    FlameModel,
-    FlameModelError,
-    MeshRenderer,
-    convert_flame_pickle,
-    read_flame_pickle,
-    rodrigues,
-    synthetic_flame,
-)
+from facebot.robot.mesh_renderer import MeshRenderer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synthetic_flame import synthetic_flame  # noqa: E402
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import torch  # noqa: E402
 
 from facebot.model.checkpoint import CheckpointError, load_state, save_safetensors  # noqa: E402
 from facebot.model.configs import MOSHI_7B, get_config, load_config  # noqa: E402
-from facebot.model.lm import LMModel, load_lm_checkpoint, load_pretrained  # noqa: E402
+from facebot.model.lm import LMModel, load_lm_checkpoint  # noqa: E402
+from facebot.model.loading import load_pretrained  # noqa: E402
 from facebot.model.sampling import SamplingConfig, make_generator, sample_token  # noqa: E402
 from facebot.runtime.lm_step import LMGen, LMStep  # noqa: E402
 

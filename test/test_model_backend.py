@@ -9,9 +9,11 @@ import torch
 from facebot import cli
 from facebot.audio.framing import FRAME_NS, FRAME_SAMPLES, AudioFrame
 from facebot.model.checkpoint import save_safetensors
-from facebot.pipeline.backends import BackendOptions, make_backend
+from facebot.assembly import build_backend
+from facebot.config.pipeline import PipelineConfig
 from facebot.pipeline.duplex import DuplexLoop
-from facebot.pipeline.model_backend import ModelBackend, ModelLoadError
+from facebot.model.loading import ModelLoadError
+from facebot.pipeline.model_backend import ModelBackend
 from facebot.config.model import ModelOptions
 
 
@@ -41,7 +43,7 @@ def tokenizer_file(tmp_path_factory):
 
 
 def test_random_weights_run_and_say_so():
-    backend = make_backend(BackendOptions(name="model", extras={"model_config": "tiny", "greedy": True}))
+    backend = build_backend(PipelineConfig(backend="model", model=ModelOptions(config="tiny", greedy=True)))
     assert "RANDOM WEIGHTS" in backend.describe()
     results = run(backend)
     delay = backend.lm.cfg.max_delay

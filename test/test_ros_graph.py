@@ -179,7 +179,7 @@ def test_parameters_and_descriptors(graph):
                 continue
             assert d['description'], f'{node} {name} has no description'
     assert params['/dialogue']['temperature']['float_range'] == [[0.0, 2.0]]
-    assert params['/dialogue']['top_k']['int_range'] == [[1, 100000]]
+    assert params['/dialogue']['top_k']['int_range'] == [[0, 100000]]  # 0: the whole codebook
     assert params['/head_driver']['control_rate_hz']['read_only']
     assert params['/head_driver']['joints.jaw.upper']['float_range']
     text = graph.ros2('param', 'describe', '/dialogue', 'temperature', '--no-daemon')
@@ -240,6 +240,22 @@ def test_live_parameter_changes_accepted_and_refused(graph):
             assert r['successful'], r
 
 
+def test_the_voice_waits_for_the_head_lead(graph, utterance):
+    """One lip-sync rule across nodes: the dialogue holds the voice back by the head driver's
+    lead + one face frame (head/lead_ms, latched), follows a live lead change, and refuses a
+    playout delay below it with the reason."""
+    refused = graph.probe('set', '/dialogue:playout_delay_ms=60.0')['results'][0]
+    assert not refused['successful'] and "head's lead 40.0 ms" in refused['reason'], refused
+    assert graph.probe('set', '/head_driver:lead_ms=70.0')['results'][0]['successful']
+    try:
+        out = graph.probe('converse', '--wav', str(utterance), '--tail-s', '1')
+        loop = out['diagnostics']['dialogue: duplex loop']['values']
+        assert float(loop['head lead ms']) == 70.0
+        assert float(loop['playout delay ms']) >= 110.0 - 1e-6  # 70 ms lead + one 40 ms frame
+    finally:
+        assert graph.probe('set', '/head_driver:lead_ms=40.0')['results'][0]['successful']
+
+
 # ------------------------------------------------------------------------------------------
 # end to end
 
@@ -292,6 +308,35 @@ def test_face_display_publishes_images(conversation):
     assert len(images) > 50
     assert {(m['width'], m['height'], m['encoding'], m['nbytes']) for m in images} == \
         {(480, 480, 'rgb8', 480 * 480 * 3)}
+
+
+def test_face_display_draws_a_configured_flame_mesh(tmp_path):
+    """flame_model in the display YAML: the node draws that FLAME mesh; a bad one stops it."""
+    from synthetic_flame import synthetic_flame
+
+    np.savez(tmp_path / 'flame.npz', **synthetic_flame(n_lat=10, n_lon=12, eye_res=4))
+    good, bad = tmp_path / 'mesh.yaml', tmp_path / 'missing.yaml'
+    good.write_text('display:\n  width: 96\n  height: 80\n  flame_model: flame.npz\n')
+    bad.write_text('display:\n  flame_model: no_such.npz\n')
+    g = ros_graph.Graph(tmp_path / 'graph')
+    try:
+        proc = g.start('face_display', 'ros2', 'run', 'facebot', 'face_display', '--ros-args',
+                       '-p', f'display_config:={good}')
+        g.wait_nodes('/face_display')
+        images = g.probe('listen', '--seconds', '1.5')['topics']['face/image']
+        assert len(images) > 10
+        assert {(m['width'], m['height'], m['nbytes']) for m in images} == {(96, 80, 96 * 80 * 3)}
+        assert f'drawing the FLAME mesh of {tmp_path / "flame.npz"}' in proc.output
+        assert proc.stop(signal.SIGINT, group=True) == 0
+        failed = g.start('face_display_bad', 'ros2', 'run', 'facebot', 'face_display',
+                         '--ros-args', '-p', f'display_config:={bad}')
+        end = time.monotonic() + 30
+        while time.monotonic() < end and failed.alive():
+            time.sleep(0.2)
+        assert not failed.alive() and 'display.flame_model' in failed.output, failed.output
+        assert 'no_such.npz' in failed.output and 'Traceback' not in failed.output
+    finally:
+        g.close()
 
 
 def test_diagnostics(conversation):

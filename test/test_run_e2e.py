@@ -1,14 +1,13 @@
-"""`facebot run` end to end on the default sample conversation: what a new user sees."""
+"""`facebot run` end to end on the default sample conversation: what a new user sees (the run
+is the session's ``sample_run``, made once in conftest.py)."""
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile as sf
 from rosbags.highlevel import AnyReader
 
-from facebot import cli
 from facebot.face.flame import FRAME_PERIOD_NS, FlameTrack, FrameSource
 from facebot.config.scripted import DEFAULT_REPLIES
 
@@ -16,22 +15,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from asr import transcribe  # noqa: E402
 
 T0 = 1_700_000_000_000_000_000
-
-
-@pytest.fixture(scope="module")
-def session(tmp_path_factory):
-    """The README's main job: `facebot run` with no input, on a fresh cache."""
-    root = tmp_path_factory.mktemp("run")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("XDG_CACHE_HOME", str(root / "cache"))
-    try:
-        rc = cli.main(["run", "--out", str(root / "out"), "--t0-ns", str(T0), "--no-progress"])
-    finally:
-        mp.undo()
-    assert rc == 0
-    sample = root / "cache" / "facebot" / "sample_conversation.wav"
-    assert sample.is_file(), "the default input is made on first use"
-    return root / "out", json.loads(sample.with_suffix(".json").read_text())
 
 
 def speech_segments(x, rate, min_gap_s=0.5, level=1e-3):
@@ -51,15 +34,15 @@ def speech_segments(x, rate, min_gap_s=0.5, level=1e-3):
     return segments
 
 
-def test_outputs_exist_and_no_partial_folder(session):
-    out, _ = session
+def test_outputs_exist_and_no_partial_folder(sample_run):
+    out, _ = sample_run
     for name in ("robot.wav", "user.wav", "conversation.wav", "flame.npz", "summary.json", "transcript.txt", "bag"):
         assert (out / name).exists(), name
     assert not out.with_name(out.name + ".partial").exists()
 
 
-def test_robot_speech_is_recognisable_as_the_scripted_reply(session):
-    out, _ = session
+def test_robot_speech_is_recognisable_as_the_scripted_reply(sample_run):
+    out, _ = sample_run
     robot, rate = sf.read(out / "robot.wav", dtype="float32")
     first = next(s for s in speech_segments(robot, rate) if s[1] - s[0] > 2.0)
     heard = set(transcribe(robot[int(first[0] * rate):int(first[1] * rate)], rate).split())
@@ -68,8 +51,8 @@ def test_robot_speech_is_recognisable_as_the_scripted_reply(session):
     assert "hello" in DEFAULT_REPLIES[0].lower()
 
 
-def test_duplex_behaviours_happen_in_the_sample(session):
-    out, layout = session
+def test_duplex_behaviours_happen_in_the_sample(sample_run):
+    out, layout = sample_run
     counters = json.loads((out / "summary.json").read_text())["counters"]
     assert counters["replies_started"] == 4  # one per user turn that asks for a reply
     assert counters["replies_interrupted"] == 1  # the barge-in
@@ -77,8 +60,8 @@ def test_duplex_behaviours_happen_in_the_sample(session):
     assert len(layout["turns"]) == 5
 
 
-def test_flame_track_covers_the_session_at_25_fps(session):
-    out, _ = session
+def test_flame_track_covers_the_session_at_25_fps(sample_run):
+    out, _ = sample_run
     summary = json.loads((out / "summary.json").read_text())
     track = FlameTrack.load_npz(out / "flame.npz")
     assert len(track) == 2 * summary["frames"]
@@ -97,8 +80,8 @@ def test_flame_track_covers_the_session_at_25_fps(session):
     assert len(track) * FRAME_PERIOD_NS / 1e9 >= (len(robot) - lead) / rate  # the face covers all speech
 
 
-def test_jaw_follows_the_robot_voice(session):
-    out, _ = session
+def test_jaw_follows_the_robot_voice(sample_run):
+    out, _ = sample_run
     track = FlameTrack.load_npz(out / "flame.npz")
     robot, rate = sf.read(out / "robot.wav", dtype="float32")
     hop = rate // 25
@@ -113,8 +96,8 @@ def test_jaw_follows_the_robot_voice(session):
     assert max(corr) > 0.5 and abs(list(lags)[int(np.argmax(corr))]) <= 1
 
 
-def test_bag_opens_with_anyreader_and_has_the_expected_counts(session):
-    out, _ = session
+def test_bag_opens_with_anyreader_and_has_the_expected_counts(sample_run):
+    out, _ = sample_run
     frames = json.loads((out / "summary.json").read_text())["frames"]
     with AnyReader([out / "bag"]) as reader:  # no types registered by hand
         conns = {c.topic: c for c in reader.connections}
@@ -134,9 +117,9 @@ def test_bag_opens_with_anyreader_and_has_the_expected_counts(session):
     assert first["/face/flame"].source == 1 and len(first["/face/flame"].expression) == 50
 
 
-def test_barge_in_in_the_recording(session):
+def test_barge_in_in_the_recording(sample_run):
     """The robot's voice is gone within 80 ms of the VAD declaring the user's speech."""
-    out, layout = session
+    out, layout = sample_run
     robot, rate = sf.read(out / "robot.wav", dtype="float32")
     with AnyReader([out / "bag"]) as reader:
         conn = [c for c in reader.connections if c.topic == "/dialogue/state"]
@@ -161,10 +144,10 @@ def load_commands(out):
     return rows, joints, arr
 
 
-def test_jaw_command_follows_the_heard_voice_within_one_face_frame(session):
+def test_jaw_command_follows_the_heard_voice_within_one_face_frame(sample_run):
     """Cross-correlation of the robot's voice envelope (as heard) and the commanded jaw,
     shifted by the configured lead: the peak must be within +-40 ms."""
-    out, _ = session
+    out, _ = sample_run
     _, _, col = load_commands(out)
     lead_s = json.loads((out / "summary.json").read_text())["head"]["lead_ms"] / 1000.0
     robot, rate = sf.read(out / "robot.wav", dtype="float32")
@@ -181,10 +164,10 @@ def test_jaw_command_follows_the_heard_voice_within_one_face_frame(session):
     assert abs(best) <= 40 and max(corr) > 0.5
 
 
-def test_joint_commands_respect_the_reference_head_limits(session):
+def test_joint_commands_respect_the_reference_head_limits(sample_run):
     from facebot.robot.actuators import load_head_config
 
-    out, _ = session
+    out, _ = sample_run
     rows, joints, col = load_commands(out)
     cfg = {j.name: j for j in load_head_config("config/head_reference.yaml").joints}
     assert set(joints) == set(cfg) and len(rows) > 1000
@@ -197,8 +180,8 @@ def test_joint_commands_respect_the_reference_head_limits(session):
         assert np.abs(vel).max() <= j.max_velocity + 1e-6, name
 
 
-def test_bag_has_joint_states_and_controller_commands(session):
-    out, _ = session
+def test_bag_has_joint_states_and_controller_commands(sample_run):
+    out, _ = sample_run
     rows, joints, _ = load_commands(out)
     with AnyReader([out / "bag"]) as reader:
         conns = {c.topic: c for c in reader.connections}
@@ -213,17 +196,17 @@ def test_bag_has_joint_states_and_controller_commands(session):
     assert list(traj.joint_names) == joints and len(traj.points) >= 1
 
 
-def test_head_is_timed_as_its_own_stage(session):
+def test_head_is_timed_as_its_own_stage(sample_run):
     """The session ticks the head driver itself; recording the commands is billed to "record"."""
-    out, _ = session
+    out, _ = sample_run
     latency = json.loads((out / "summary.json").read_text())["latency_ms"]
     assert {"head", "record", "step"} <= set(latency)
 
 
-def test_face_video_and_plot(session):
+def test_face_video_and_plot(sample_run):
     import av
 
-    out, _ = session
+    out, _ = sample_run
     robot, rate = sf.read(out / "robot.wav", dtype="float32")
     with av.open(str(out / "face.mp4")) as container:
         video = container.streams.video[0]

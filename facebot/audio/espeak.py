@@ -21,8 +21,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facebot.audio.timing import PhonemeSpan, WordSpan
+from facebot.errors import FacebotError
 
-__all__ = ["EspeakVoice", "SpeechClip", "espeak_native_rate"]
+__all__ = ["EspeakUnavailable", "EspeakVoice", "EspeakVoiceError", "SpeechClip", "espeak_native_rate"]
+
+
+class EspeakUnavailable(FacebotError, RuntimeError):
+    """libespeak-ng is missing or will not start; the message says what to install."""
+
+
+class EspeakVoiceError(FacebotError, ValueError):
+    """The configured voice does not exist in this espeak-ng."""
+
 
 _INSTALL_HINT = (
     "libespeak-ng is not installed or cannot be loaded. Install it with "
@@ -154,7 +164,7 @@ def _load() -> None:
         except OSError:
             continue
     if lib is None:
-        raise RuntimeError(_INSTALL_HINT)
+        raise EspeakUnavailable(_INSTALL_HINT)
 
     lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
     lib.espeak_Initialize.restype = ctypes.c_int
@@ -174,7 +184,7 @@ def _load() -> None:
     # native sample rate (22050 Hz for the standard voices), or -1 on failure.
     rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, None, _INITIALIZE_PHONEME_EVENTS)
     if rate <= 0:
-        raise RuntimeError(
+        raise EspeakUnavailable(
             f"espeak_Initialize failed ({rate}); is espeak-ng-data installed? " + _INSTALL_HINT
         )
     _callback_ref = _CALLBACK(_synth_callback)
@@ -245,7 +255,7 @@ class EspeakVoice:
             _load()
             native = _native_rate
             if _lib.espeak_SetVoiceByName(self.voice.encode("utf-8")) != 0:
-                raise ValueError(f"espeak-ng has no voice named {self.voice!r}")
+                raise EspeakVoiceError(f"espeak-ng has no voice named {self.voice!r} (`espeak-ng --voices` lists them)")
             for param, value in ((_PARAM_RATE, self.rate_wpm), (_PARAM_PITCH, self.pitch),
                                  (_PARAM_VOLUME, self.volume)):
                 if _lib.espeak_SetParameter(param, value, 0) != 0:

@@ -16,12 +16,13 @@ import numpy as np
 import soundfile as sf
 
 from facebot.audio.pcm import check_sample_rate
+from facebot.errors import FacebotError
 
 # Streaming writers (espeak-ng to a pipe, arecord) leave these "unknown length" sizes.
 _UNKNOWN_SIZES = {0, 0xFFFFFFFF, 0x7FFFF000, 0x7FFFFFFF}
 
 
-class AudioFileError(Exception):
+class AudioFileError(FacebotError):
     """A file that cannot be used as audio; ``str()`` is the one-line reason with the path."""
 
 

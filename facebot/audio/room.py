@@ -20,6 +20,7 @@ import numpy as np
 
 from facebot.audio.framing import MODEL_RATE
 from facebot.audio.sample_timeline import SampleTimeline, stamp_to_index
+from facebot.errors import FacebotError
 
 
 @dataclass
@@ -44,11 +45,15 @@ class EchoRoomConfig:
             raise ValueError("echo room: distortion must be within [0, 1]")
 
 
+class RoomUnavailable(FacebotError, RuntimeError):
+    """pyroomacoustics is not installed (the simulated room only; a robot never needs it)."""
+
+
 def _require_pyroomacoustics():
     try:
         import pyroomacoustics as pra
     except ImportError:
-        raise RuntimeError("the simulated room needs pyroomacoustics (pip install pyroomacoustics)") from None
+        raise RoomUnavailable("the simulated room needs pyroomacoustics (pip install pyroomacoustics)") from None
     return pra
 
 

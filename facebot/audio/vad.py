@@ -26,12 +26,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facebot.errors import FacebotError
+
 __all__ = ["SileroVad", "VadChunk", "VadConfig", "VadEvent", "VoiceActivity", "find_silero_model"]
 
 _MODEL_FILE = "silero_vad.onnx"  # the 8k/16k model; the *_16k* variants take 16 kHz only
 _WINDOW = {8000: 256, 16000: 512}  # samples per model call (32 ms)
 _CONTEXT = {8000: 32, 16000: 64}  # samples of the previous window prepended (silero's wrapper)
 _FIR_TAPS = 49
+
+
+class VadUnavailable(FacebotError, RuntimeError):
+    """silero-vad (its ONNX model) is missing; the message says what to install."""
 
 
 def find_silero_model() -> str:
@@ -41,13 +47,13 @@ def find_silero_model() -> str:
     """
     spec = importlib.util.find_spec("silero_vad")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("silero-vad is not installed (pip install silero-vad), "
+        raise VadUnavailable("silero-vad is not installed (pip install silero-vad), "
                            "or pass model_path= to SileroVad")
     for root in spec.submodule_search_locations:
         path = os.path.join(root, "data", _MODEL_FILE)
         if os.path.isfile(path):
             return path
-    raise RuntimeError(f"{_MODEL_FILE} not found in the silero_vad package; pass model_path=")
+    raise VadUnavailable(f"{_MODEL_FILE} not found in the silero_vad package; pass model_path=")
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ class ModelOptions(Settings):
     weights: Optional[str] = None  # Kyutai folder (model.safetensors, Mimi, tokenizer) or an LM .safetensors
     mimi_weights: Optional[str] = None  # default: the Mimi file in the weights folder
     tokenizer: Optional[str] = None  # default: the tokenizer in the weights folder
-    temperature: float = setting(0.8, ge=0, le=10, doc="audio sampling temperature (0: greedy)")
-    top_k: int = setting(250, ge=0, le=1_000_000, doc="audio top-k (0: the whole codebook)")
-    temperature_text: float = setting(0.7, ge=0, le=10)
-    top_k_text: int = setting(25, ge=0, le=1_000_000)
+    temperature: float = setting(0.8, ge=0, le=2, doc="audio sampling temperature (0: greedy)")
+    top_k: int = setting(250, ge=0, le=100_000, doc="audio top-k (0: the whole codebook)")
+    temperature_text: float = setting(0.7, ge=0, le=2)
+    top_k_text: int = setting(25, ge=0, le=100_000)
     greedy: bool = False
     weights_mode: Literal["none", "bf16", "int8"] = "none"  # torch runtime: fp32 | bf16 | weight-only int8
     threads: Optional[int] = setting(None, ge=1, le=1024, doc="torch intra-op threads (None: torch's choice)")

@@ -13,8 +13,10 @@ import types
 import typing
 from typing import Any, Literal
 
+from facebot.errors import FacebotError
 
-class ConfigError(ValueError):
+
+class ConfigError(FacebotError, ValueError):
     """A configuration problem; ``str()`` is one line naming the file and the key."""
 
 
@@ -37,6 +39,12 @@ def bounds(cls, name: str) -> tuple[float | None, float | None]:
     low = meta.get("ge") if meta.get("ge") is not None else meta.get("gt")
     high = meta.get("le") if meta.get("le") is not None else meta.get("lt")
     return low, high
+
+
+def default(cls, name: str) -> Any:
+    """A field's default value."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
 def choices(cls, name: str) -> tuple[str, ...]:
@@ -150,24 +158,26 @@ def from_mapping(cls, data: Any, where: str):
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{where.rstrip(':')}: expected a mapping, got {type(data).__name__}")
     fields = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(map(str, data)) - fields)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(fields))})")
+        raise ConfigError(f"{where.rstrip(':')}: unknown key(s) {', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(fields))})")
     hints = typing.get_type_hints(cls)
     meta = {f.name: dict(f.metadata) for f in dataclasses.fields(cls)}
+    sep = "" if where.endswith(":") else "."
     kwargs = {}
     try:
         for key, value in data.items():
             if dataclasses.is_dataclass(hints.get(key)) and isinstance(value, dict):
-                value = from_mapping(hints[key], value, f"{where}.{key}")
+                value = from_mapping(hints[key], value, f"{where}{sep}{key}")
             else:  # every dataclass is type-checked here, Settings or not
                 value = _coerce(value, hints[key], meta[key], key)
             kwargs[key] = value
         return cls(**kwargs)
     except ConfigError as err:
         msg = str(err)
-        raise ConfigError(msg if msg.startswith(where) else f"{where}.{msg}") from None
+        raise ConfigError(msg if msg.startswith(where) else f"{where}{sep}{msg}") from None
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where}: {err}") from None
+        raise ConfigError(f"{where.rstrip(':')}: {err}") from None

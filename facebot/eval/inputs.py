@@ -13,12 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from facebot.errors import FacebotError
+
 RATE = 24000
 NS = 1_000_000_000
 RUN_FILES = ("user.wav", "robot.wav", "summary.json", "flame.npz")
 
 
-class EvalInputError(Exception):
+class EvalInputError(FacebotError):
     """An input that cannot be evaluated; ``str()`` is one line naming the problem."""
 
 

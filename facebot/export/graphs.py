@@ -14,14 +14,13 @@ face_embed     robot_prev [B, N], user [B, N]                              extra
 face_head      h [B, D], gen [B, 1+dep_q], prev [B, N], face_noise, temp   face_tokens [B, N], face [B, 2, 56]
 =============  ==========================================================  ===========================
 
-State: every state tensor is an explicit input. Its output is either the next value of the whole
-tensor (``next.<name>``: conv histories, counters) or, for KV ring buffers, only the slots this
-step writes (``slot.<name>`` [B, H, T, Dh]): the attention reads the buffer where it lies and the
-runtime writes the new slots into it in place (:func:`apply_slot_updates`). An exported graph that
-returns a whole updated KV cache copies every cache every frame (ScatterElements / full-cache
-copies dominate the step); one that returns the slot costs what the slot costs. Where a slot goes
-is part of the graph's spec (:class:`SlotRule`): ring buffers use their counter's value before the
-step. The depth graph is the whole depth transformer of a frame, unrolled over the codebooks
+State: every state tensor is an explicit input; its output is the next value of the whole
+tensor or, for KV ring buffers, only the slots this step writes (the graph form runtimes run:
+:mod:`facebot.runtime.step_graph`). The attention reads the buffer where it lies and the runtime
+writes the new slots into it in place. An exported graph that returns a whole updated KV cache
+copies every cache every frame (ScatterElements / full-cache copies dominate the step); one that
+returns the slot costs what the slot costs. Ring buffers' slots go where their counter pointed
+before the step. The depth graph is the whole depth transformer of a frame, unrolled over the codebooks
 (its K/V restart every frame, so they stay inside the graph).
 
 Sampling is in the graphs, with its randomness as an input (Exp(1) noise, see
@@ -30,12 +29,9 @@ tokens, so one graph serves both, and temperature changes need no new graph.
 """
 from __future__ import annotations
 
-import abc
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from ..model.codec import MimiCodec
@@ -43,114 +39,18 @@ from ..model.face_codec import FaceCodec
 from ..model.face_transformer import FaceLM
 from ..model.lm import LMModel
 from ..model.sampling import sample_with_noise
-from ..model.transformer import (get_activation, mask_to_bias, rope_tables, apply_rope,
+from ..model.transformer import (mask_to_bias, rope_tables, apply_rope,
                                  sin_embedding, slot_attention, slot_updates)
 from ..runtime.lm_step import LMStep
+from ..runtime.step_graph import SlotRule, StepGraph
 
-__all__ = ["SlotRule", "StepGraph", "EncoderGraph", "DecoderGraph", "TemporalGraph",
-           "DepthGraph", "DepthSubstepGraph", "FaceEmbedGraph", "FaceHeadGraph", "graph_sample", "build_graphs",
-           "apply_slot_updates"]
+__all__ = ["EncoderGraph", "DecoderGraph", "TemporalGraph", "DepthGraph", "DepthSubstepGraph",
+           "FaceEmbedGraph", "FaceHeadGraph", "graph_sample", "build_graphs"]
 
 
 # sampling inside a graph: noise [..., k] and temp [1] are graph inputs (same arithmetic as the
 # torch step's sample_token with that noise)
 graph_sample = sample_with_noise
-
-
-@dataclass(frozen=True)
-class SlotRule:
-    """Where the slot output of a KV state goes: axis 2 of the state, indices
-    ``(counter + arange(count)) % capacity`` where counter is the pre-step value of the state
-    ``offset_state`` or of the data input ``index_input``."""
-    capacity: int
-    count: int
-    offset_state: Optional[str] = None
-    index_input: Optional[str] = None
-
-    def indices(self, counter: torch.Tensor) -> torch.Tensor:
-        ar = torch.arange(self.count, device=counter.device, dtype=torch.long)
-        return torch.remainder(counter.reshape(-1)[:1].long() + ar, self.capacity)
-
-    def to_dict(self) -> dict:
-        return {"capacity": self.capacity, "count": self.count,
-                "offset_state": self.offset_state, "index_input": self.index_input}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SlotRule":
-        return cls(int(d["capacity"]), int(d["count"]), d.get("offset_state"), d.get("index_input"))
-
-
-def apply_slot_updates(state: Dict[str, torch.Tensor], updates: Dict[str, torch.Tensor],
-                       rules: Dict[str, SlotRule], data_inputs: Dict[str, torch.Tensor]) -> None:
-    """Write each slot output into its state buffer (in place), using the counters' pre-step
-    values: call before the counters are replaced by their next values."""
-    for name, upd in updates.items():
-        rule = rules[name]
-        counter = state[rule.offset_state] if rule.offset_state else data_inputs[rule.index_input]
-        state[name].index_copy_(2, rule.indices(counter), upd)
-
-
-class StepGraph(nn.Module, abc.ABC):
-    """Base of the graphs: names, example inputs, and which state outputs are slots."""
-
-    name: str = ""
-    data_inputs: Sequence[str] = ()
-    data_outputs: Sequence[str] = ()
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.state_names: List[str] = []
-        self.slot_rules: Dict[str, SlotRule] = {}
-        self.meta: dict = {}  # graph facts the runtime needs (recorded in the manifest)
-        self.training = False
-
-    @abc.abstractmethod
-    def init_state(self) -> Dict[str, torch.Tensor]:
-        """The state at the start of a session, by name."""
-
-    @abc.abstractmethod
-    def example_data(self) -> Tuple[torch.Tensor, ...]:
-        """Data inputs of the graph's shapes and dtypes (for tracing)."""
-
-    def train(self, mode: bool = True) -> "StepGraph":
-        return super().train(False)  # a step graph is inference only
-
-    def example_inputs(self) -> Tuple[torch.Tensor, ...]:
-        st = self.init_state()
-        return (*self.example_data(), *[st[k] for k in self.state_names])
-
-    @property
-    def input_names(self) -> List[str]:
-        return list(self.data_inputs) + ["state." + k for k in self.state_names]
-
-    @property
-    def output_names(self) -> List[str]:
-        return list(self.data_outputs) + [
-            ("slot." if k in self.slot_rules else "next.") + k for k in self.state_names]
-
-    def describe(self, args: Tuple[torch.Tensor, ...], outs: Tuple[torch.Tensor, ...]) -> dict:
-        """The graph's I/O (name, shape, dtype) for example inputs ``args`` and the outputs they
-        gave, its state names, slot rules and meta: the part of a manifest entry (and of a
-        runner's spec) that the graph itself determines."""
-        def io(names, tensors):
-            return [{"name": n, "shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
-                    for n, t in zip(names, tensors)]
-        return {"inputs": io(self.input_names, args), "outputs": io(self.output_names, outs),
-                "data_inputs": list(self.data_inputs), "data_outputs": list(self.data_outputs),
-                "state": list(self.state_names),
-                "slots": {k: r.to_dict() for k, r in self.slot_rules.items()}, "meta": dict(self.meta)}
-
-    def _ring_rules(self, state: Dict[str, torch.Tensor], new: Dict[str, torch.Tensor]) -> None:
-        """KV ring buffers (names ``<prefix>layers.{i}.k|v``) whose step output is smaller than
-        the buffer are slots, counted by ``<prefix>offset``."""
-        for k in self.state_names:
-            if new[k].shape != state[k].shape:
-                prefix = k.rsplit("layers.", 1)[0]
-                self.slot_rules[k] = SlotRule(capacity=state[k].shape[2], count=new[k].shape[2],
-                                              offset_state=prefix + "offset")
-
-    def _pack(self, data: Tuple[torch.Tensor, ...], new: Dict[str, torch.Tensor]):
-        return (*data, *[new[k] for k in self.state_names])
 
 
 class _CodecGraph(StepGraph):
@@ -210,7 +110,9 @@ def _need_parameters(lm: LMModel) -> None:
 
 class _DepthBase(StepGraph):
     """What both depth graphs need: moshi's depth transformer (per-step gated, no biases, RMS
-    output norms) and its sizes."""
+    output norms), its sizes, and its layers run by the model's own code
+    (:meth:`TransformerLayer.step_layer`) with a substep's weights and the frame's K/V kept in
+    the graph."""
 
     def __init__(self, lm: LMModel, top_k: int, batch_size: int = 1):
         super().__init__()
@@ -229,26 +131,27 @@ class _DepthBase(StepGraph):
         self.batch_size = batch_size
         self.dep_q, self.dd = cfg.dep_q, cfg.depformer_dim
         self.top_k = _noise_width(top_k, cfg.card)
-        self.H, self.Dh = tc.num_heads, tc.head_dim
-        self.hidden = tf.layers[0].gating[0].hidden
-        self.act = get_activation(tc.gating)
         self.use_rope, self.use_sin = tf.use_rope, tf.use_sin
 
-    def _layer(self, layer, x, w_qkv, w_o, w_gin, w_gout, kc, vc, cos_sin, bias_old, bias_new):
-        """One depth layer at one codebook, with that codebook's weights: x [B, 1, d] -> x and
-        the codebook's key and value [B, H, 1, Dh] (attention over kc/vc and itself)."""
-        B, H, Dh, d = x.shape[0], self.H, self.Dh, self.dd
-        qkv = F.linear(layer.norm1(x), w_qkv).view(B, 1, 3, H, Dh)
-        q, kk, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        if cos_sin is not None:
-            cos, sin = cos_sin[0][:, None, :], cos_sin[1][:, None, :]
-            q, kk = apply_rope(q, cos, sin), apply_rope(kk, cos, sin)
-        q, kk, v = q.transpose(1, 2), kk.transpose(1, 2), v.transpose(1, 2)
-        o = slot_attention(q, kk, v, kc, vc, bias_old, bias_new)
-        x = x + layer.layer_scale_1(F.linear(o.transpose(1, 2).reshape(B, 1, d), w_o))
-        g = F.linear(layer.norm2(x), w_gin).view(B, 1, 2, self.hidden)
-        x = x + layer.layer_scale_2(F.linear(self.act(g[..., 0, :]) * g[..., 1, :], w_gout))
-        return x, kk, v
+    def _layers(self, x, kpos, weights, caches, bias_old, bias_new):
+        """The depth layers at substep ``kpos`` [1]: x [B, 1, d] (the substep's input) -> x and
+        per layer the substep's key and value [B, H, 1, Dh]. ``weights(i)``: layer i's (qkv, out,
+        FF in, FF out) for this substep; ``caches(i)``: its earlier keys and values [B, H, cap, Dh],
+        attended where ``bias_old`` is 0."""
+        tc = self.lm.depformer.cfg
+        if self.use_sin:
+            x = x + tc.positional_scale * sin_embedding(kpos, self.dd, tc.max_period, x.dtype)
+        rope = None
+        if self.use_rope:
+            cos, sin = rope_tables(kpos, tc.head_dim, tc.max_period, x.dtype)
+            rope = lambda qk: apply_rope(qk, cos[:, None, None, :], sin[:, None, None, :])  # noqa: E731
+        new = []
+        for i, layer in enumerate(self.lm.depformer.layers):
+            kc, vc = caches(i)
+            attend = lambda q, k, v: slot_attention(q, k, v, kc, vc, bias_old, bias_new)  # noqa: E731
+            x, k, v = layer.step_layer(x, attend, rope=rope, weights=weights(i))
+            new.append((k, v))
+        return x, new
 
 
 def _noise_width(top_k: int, vocab: int) -> int:
@@ -366,22 +269,15 @@ class DepthSubstepGraph(_DepthBase):
         return w.index_select(0, k)[0]
 
     def forward(self, h, prev, k, audio_noise, audio_temp, *state):
-        Dh, d = self.Dh, self.dd
-        tf = self.lm.depformer
         x = F.linear(h, self._pick(self.w_dep_in, k))
         x = x + F.embedding(prev + self.emb_rows.index_select(0, k), self.emb_table)
-        x = x.unsqueeze(1)  # [B, 1, d]
-        if self.use_sin:
-            x = x + tf.cfg.positional_scale * sin_embedding(k, d, tf.cfg.max_period, x.dtype)
-        cos_sin = rope_tables(k, Dh, tf.cfg.max_period, x.dtype) if self.use_rope else None
         bias_old = mask_to_bias((self._slots < k).unsqueeze(0))  # [1, cap]
         bias_new = torch.zeros(1, 1, dtype=bias_old.dtype)
-        outs = []
-        for i, layer in enumerate(tf.layers):
-            kc, vc = state[2 * i], state[2 * i + 1]
-            ws = [self._pick(getattr(self, f"{n}{i}"), k) for n in ("w_qkv", "w_o", "w_gin", "w_gout")]
-            x, kk, v = self._layer(layer, x, *ws, kc, vc, cos_sin, bias_old, bias_new)
-            outs += [kk.to(kc.dtype), v.to(vc.dtype)]
+        x, new = self._layers(
+            x.unsqueeze(1), k,
+            lambda i: [self._pick(getattr(self, f"{n}{i}"), k) for n in ("w_qkv", "w_o", "w_gin", "w_gout")],
+            lambda i: (state[2 * i], state[2 * i + 1]), bias_old, bias_new)
+        outs = [t.to(state[2 * i].dtype) for i, kv in enumerate(new) for t in kv]
         y = x[:, 0]
         if self.norm_alpha is not None:
             y = y * torch.rsqrt(y.float().pow(2).mean(-1, keepdim=True) + self.norm_eps).to(y.dtype)
@@ -396,13 +292,16 @@ class DepthGraph(_DepthBase):
     frame's text token text [B], audio_noise [B, dep_q, k], audio_temp [1] -> the robot's audio
     tokens [B, dep_q].
 
-    Every substep has its own weights as constants of the graph (shared ones, per moshi's
-    weights-per-step schedule, are stored once), so each depth matmul is a plain constant-weight
-    MatMul that the weight-only quantizer (:mod:`facebot.export.quantize`) takes, and no weights
-    are copied per call. The depth transformer restarts every frame, so its K/V live inside the
-    graph: no state crosses the boundary. The attention is written as
-    :class:`DepthSubstepGraph`'s (a dep_q-slot buffer, earlier slots attended, later ones masked
-    with zeros where the substep graph has stale values), so tokens are the same."""
+    The substeps run the model's own code: the input and the output head of
+    :class:`LMModel` (``depformer_input``, ``depformer_logits``) and the layers of its depth
+    transformer (:meth:`TransformerLayer.step_layer`). Every matmul has a constant weight of
+    the graph (the substep's slice of the stacked attention weights is stored once per
+    weight set of moshi's weights-per-step schedule), so each one is a plain MatMul that the
+    weight-only quantizer (:mod:`facebot.export.quantize`) takes, and no weights are copied per
+    call. The depth transformer restarts every frame, so its K/V live inside the graph: no state
+    crosses the boundary. The attention is :class:`DepthSubstepGraph`'s (a dep_q-slot buffer,
+    earlier slots attended, later ones masked with zeros where the substep graph has stale
+    values), so tokens are the same."""
     name = "depth"
     data_inputs = ("h", "text", "audio_noise", "audio_temp")
     data_outputs = ("tokens",)
@@ -412,28 +311,13 @@ class DepthGraph(_DepthBase):
         cfg, tf = lm.cfg, lm.depformer
         self.capacity = tf.capacity
         self.sched = [tf._weight_index(k) for k in range(cfg.dep_q)]
-        self.dep_in = [lm._dep_in_index(k) for k in range(cfg.dep_q)]
         d = self.dd
-        own = lambda t: t.detach().clone()  # noqa: E731
-        for j in sorted(set(self.dep_in)):
-            self.register_buffer(f"w_dep_in{j}", own(lm.depformer_in[j].weight), persistent=False)
-        embs = [lm.depformer_text_emb.weight] + [lm.depformer_emb[k - 1].weight for k in range(1, cfg.dep_q)]
-        for k in range(cfg.dep_q):
-            self.register_buffer(f"emb{k}", own(embs[k]), persistent=False)
-            self.register_buffer(f"w_out{k}", own(lm.linears[k].weight), persistent=False)
-            if lm.depformer_norms is not None:
-                self.register_buffer(f"norm_alpha{k}", own(next(lm.depformer_norms[k].parameters()).reshape(-1)),
-                                     persistent=False)
-        self.has_norm = lm.depformer_norms is not None
-        self.norm_eps = lm.depformer_norms[0].eps if self.has_norm else 0.0
         for i, layer in enumerate(tf.layers):
             a = layer.self_attn
             qkv, out = a.in_proj_weight.detach().view(-1, 3 * d, d), a.out_proj.weight.detach().view(-1, d, d)
             for w in sorted(set(self.sched)):
                 self.register_buffer(f"w_qkv{i}_{w}", qkv[w].clone(), persistent=False)
                 self.register_buffer(f"w_o{i}_{w}", out[w].clone(), persistent=False)
-                self.register_buffer(f"w_gin{i}_{w}", own(layer.gating[w].linear_in.weight), persistent=False)
-                self.register_buffer(f"w_gout{i}_{w}", own(layer.gating[w].linear_out.weight), persistent=False)
         self.state_names = []
 
     def init_state(self):
@@ -444,36 +328,33 @@ class DepthGraph(_DepthBase):
         return (torch.zeros(B, self.lm.cfg.dim), torch.zeros(B, dtype=torch.long),
                 torch.ones(B, self.dep_q, self.top_k), torch.ones(1))
 
+    def _weights(self, i: int, w: int) -> tuple:
+        """Layer i's (qkv, out, FF in, FF out) matrices of weight set w."""
+        gating = self.lm.depformer.layers[i].gating[w]
+        return (getattr(self, f"w_qkv{i}_{w}"), getattr(self, f"w_o{i}_{w}"), gating.linear_in.weight,
+                gating.linear_out.weight)
+
     def forward(self, h, text, audio_noise, audio_temp):
-        B, H, Dh, d, cap = h.shape[0], self.H, self.Dh, self.dd, self.capacity
-        tf = self.lm.depformer
-        w = lambda name: getattr(self, name)  # noqa: E731
-        zero = torch.zeros(B, H, 1, Dh, dtype=h.dtype)
-        keys = [[] for _ in tf.layers]
-        values = [[] for _ in tf.layers]
+        B, cap = h.shape[0], self.capacity
+        lm = self.lm
+        tc = lm.depformer.cfg
+        zero = torch.zeros(B, tc.num_heads, 1, tc.head_dim, dtype=h.dtype)
+        keys = [[] for _ in lm.depformer.layers]
+        values = [[] for _ in lm.depformer.layers]
         bias_new = torch.zeros(1, 1, dtype=h.dtype)
         prev, tokens = text, []
         for k in range(self.dep_q):
             s = self.sched[k]
-            kpos = torch.full((1,), k, dtype=torch.long)
-            x = F.linear(h, w(f"w_dep_in{self.dep_in[k]}")) + F.embedding(prev, w(f"emb{k}"))
-            x = x.unsqueeze(1)  # [B, 1, d]
-            if self.use_sin:
-                x = x + tf.cfg.positional_scale * sin_embedding(kpos, d, tf.cfg.max_period, x.dtype)
-            cos_sin = rope_tables(kpos, Dh, tf.cfg.max_period, x.dtype) if self.use_rope else None
+            x = lm.depformer_input(k, h.unsqueeze(1), prev.unsqueeze(1))  # [B, 1, d]
             bias_old = mask_to_bias((torch.arange(cap) < k).unsqueeze(0))  # [1, cap]
-            for i, layer in enumerate(tf.layers):
-                kc = torch.cat(keys[i] + [zero] * (cap - k), dim=2)
-                vc = torch.cat(values[i] + [zero] * (cap - k), dim=2)
-                ws = [w(f"{n}{i}_{s}") for n in ("w_qkv", "w_o", "w_gin", "w_gout")]
-                x, kk, v = self._layer(layer, x, *ws, kc, vc, cos_sin, bias_old, bias_new)
+            x, new = self._layers(
+                x, torch.full((1,), k, dtype=torch.long), lambda i: self._weights(i, s),
+                lambda i: (torch.cat(keys[i] + [zero] * (cap - k), dim=2),
+                           torch.cat(values[i] + [zero] * (cap - k), dim=2)), bias_old, bias_new)
+            for i, (kk, v) in enumerate(new):
                 keys[i].append(kk)
                 values[i].append(v)
-            y = x[:, 0]
-            if self.has_norm:
-                y = y * torch.rsqrt(y.float().pow(2).mean(-1, keepdim=True) + self.norm_eps).to(y.dtype)
-                y = y * w(f"norm_alpha{k}")
-            logits = F.linear(y, w(f"w_out{k}"))
+            logits = lm.depformer_logits(k, x[:, 0])
             prev = graph_sample(logits, audio_noise[:, k], audio_temp, self.top_k)
             tokens.append(prev)
         return (torch.stack(tokens, dim=1),)

@@ -29,20 +29,23 @@ from typing import Dict, Iterable, Optional
 
 import torch
 
+from facebot.config.model import PRECISIONS
 from facebot.io.atomic import atomic_write_text
-from .graphs import StepGraph
+from facebot.runtime.step_graph import StepGraph
+from .onnx_files import save_onnx
 
-__all__ = ["MANIFEST", "OPSET", "PRECISIONS", "weights_hash", "export_graph", "export_graphs", "read_manifest",
+from facebot.errors import FacebotError
+
+__all__ = ["MANIFEST", "OPSET", "weights_hash", "export_graph", "export_graphs", "read_manifest",
            "ManifestError", "convert_precision", "derive_export", "stored_bytes", "write_manifest"]
 
 MANIFEST = "manifest.json"
-PRECISIONS = ("fp32", "fp16", "int8", "int4")
 OPSET = 18
 FORMAT_VERSION = 2  # 2: unrolled depth graph, weight_sources in the manifest
 TWO_GB = 2 * 1024 ** 3
 
 
-class ManifestError(Exception):
+class ManifestError(FacebotError):
     """A missing, unreadable or mismatched export; ``str()`` names the folder and the cause."""
 
 
@@ -68,20 +71,7 @@ def _to_fp16(path: Path, external: bool) -> None:
     model = onnx.load(str(path))
     # keep_io_types=False: state and activations cross the graph boundary in fp16 as well
     half = convert_float_to_float16(model, keep_io_types=False, disable_shape_infer=True)
-    _save(half, path, external)
-
-
-def _save(model, path: Path, external: bool) -> None:
-    import onnx
-
-    data = path.with_name(path.name + ".data")
-    if data.exists():
-        data.unlink()
-    if external:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data.name, size_threshold=1024)
-    else:
-        onnx.save_model(model, str(path))
+    save_onnx(half, path, external)
 
 
 @contextlib.contextmanager

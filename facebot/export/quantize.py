@@ -25,6 +25,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from .onnx_files import save_onnx
+
 __all__ = ["BITS", "BLOCK_SIZE", "gemm_to_matmul", "quantize_weights", "graph_weight_precision"]
 
 BITS = {"int8": 8, "int4": 4}
@@ -113,6 +115,5 @@ def quantize_weights(path: Path, precision: str = "int8", block_size: int | None
         log.setLevel(level)
     out = quantizer.model.model
     n = sum(1 for node in out.graph.node if node.op_type == "MatMulNBits")
-    from .onnx_export import _save
-    _save(out, Path(path), external)
+    save_onnx(out, Path(path), external)
     return n

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..model.sampling import make_generator
-from ..runtime.graph_loop import GraphDuplexStep, StepResult
+from ..runtime.graph_loop import GraphDuplexStep, GraphStepResult
 
 __all__ = ["torch_reference_steps", "graph_steps", "compare_runtimes", "speechlike_signal"]
 
@@ -31,7 +31,7 @@ def speechlike_signal(frames: int, frame_size: int = 1920, seed: int = 0) -> Lis
 
 @torch.inference_mode()
 def torch_reference_steps(codec, stepper, pcms: List[np.ndarray], seed: int,
-                          face_stepper=None) -> List[StepResult]:
+                          face_stepper=None) -> List[GraphStepResult]:
     """The torch runtime's frames (as ModelBackend.step computes them)."""
     enc, dec = codec.init_encoder_state(1), codec.init_decoder_state(1)
     step = face_stepper or stepper
@@ -51,21 +51,21 @@ def torch_reference_steps(codec, stepper, pcms: List[np.ndarray], seed: int,
         if bool(valid):
             a, dec = codec.decode_step(tokens[:, 1:].unsqueeze(-1), dec)
             audio = a.reshape(-1).numpy().copy()
-        out.append(StepResult(audio=audio, tokens=tokens[0].numpy().copy(), valid=bool(valid), face=face))
+        out.append(GraphStepResult(audio=audio, tokens=tokens[0].numpy().copy(), valid=bool(valid), face=face))
     return out
 
 
-def graph_steps(loop: GraphDuplexStep, pcms: List[np.ndarray], seed: int) -> List[StepResult]:
+def graph_steps(loop: GraphDuplexStep, pcms: List[np.ndarray], seed: int) -> List[GraphStepResult]:
     loop.reset(seed)
     out = []
     for pcm in pcms:
         r = loop.step(pcm)
-        out.append(StepResult(audio=None if r.audio is None else r.audio.copy(), tokens=r.tokens.copy(),
+        out.append(GraphStepResult(audio=None if r.audio is None else r.audio.copy(), tokens=r.tokens.copy(),
                               valid=r.valid, face=None if r.face is None else r.face.copy()))
     return out
 
 
-def differences(a: List[StepResult], b: List[StepResult]) -> dict:
+def differences(a: List[GraphStepResult], b: List[GraphStepResult]) -> dict:
     """Token mismatches and the largest audio / FLAME differences between two runs."""
     token_mismatch = sum(int(not np.array_equal(x.tokens, y.tokens)) for x, y in zip(a, b))
     audio = max([float(np.abs(x.audio - y.audio).max()) for x, y in zip(a, b)

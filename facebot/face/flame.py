@@ -44,7 +44,8 @@ def _vector(values, size: int | None, name: str) -> np.ndarray:
 
 @dataclass
 class FlameFrame:
-    """One FLAME frame. ``stamp_ns`` is when it is meant to be shown (DESIGN.md, Time)."""
+    """One FLAME frame. ``stamp_ns`` is when it is meant to be shown; for the user's perceived
+    face (an input), when it was captured."""
 
     expression: np.ndarray = field(default_factory=lambda: np.zeros(N_EXPRESSION, np.float32))
     jaw_pose: np.ndarray = field(default_factory=lambda: np.zeros(3, np.float32))

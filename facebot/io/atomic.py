@@ -15,8 +15,10 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
+from facebot.errors import FacebotError
 
-class AtomicWriteError(OSError):
+
+class AtomicWriteError(FacebotError, OSError):
     """The new file could not be written; the old one (if any) is untouched. One line."""
 
 

@@ -15,8 +15,10 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
+from facebot.errors import FacebotError
 
-class OutputRefused(FileExistsError):
+
+class OutputRefused(FacebotError, FileExistsError):
     """``--out`` names something ``--force`` must not replace; ``str()`` is one line."""
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from facebot.io.atomic import atomic_path
+from facebot.errors import FacebotError
 
 __all__ = ["CheckpointError", "load_state", "read_safetensors", "save_safetensors",
            "merge_per_step_keys", "check_state"]
@@ -31,7 +32,7 @@ KeyMap = Union[None, Mapping[str, str], Callable[[str], Optional[str]],
                List[Tuple[str, str]]]
 
 
-class CheckpointError(Exception):
+class CheckpointError(FacebotError):
     """A checkpoint that does not fit the module. ``missing``, ``unexpected`` and ``mismatched``
     ([(key, file shape, module shape)]) hold the details; ``str()`` lists them."""
 
@@ -241,3 +242,6 @@ def _load_entries(module, entries, key_map, strict, ignore, source) -> None:
             if k not in entries:
                 continue
             t.copy_(entries[k].load())  # casts (Kyutai's bf16 -> the module's dtype)
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                # a NaN weight makes every output NaN: silence from a robot that seems to run
+                raise CheckpointError(source, [], [], [], note=f": tensor {k} holds NaN or infinite values")

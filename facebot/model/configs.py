@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
+from facebot.config.schema import ConfigError
 from facebot.io.atomic import atomic_write_text
 from .transformer import TransformerConfig
 
@@ -65,15 +67,30 @@ class LMConfig:
     meta: Dict[str, Any] = field(default_factory=dict)  # file names, lm_gen_config, model_type...
 
     def __post_init__(self) -> None:
+        """Shape errors are refused here, naming the key, before a network is built from them."""
+        for name in ("n_q", "card", "text_card", "dim", "num_heads", "num_layers", "depformer_dim"):
+            _positive_int(name, getattr(self, name))
+        for name in ("context", "depformer_num_heads", "depformer_num_layers", "text_card_out"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
+        _positive_int("dep_q", self.dep_q, allow_zero=True)
+        for name in ("hidden_scale", "max_period"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+        if self.dim % self.num_heads:
+            raise ConfigError(f"dim ({self.dim}) must be a multiple of num_heads ({self.num_heads})")
+        if not isinstance(self.delays, list) or any(isinstance(d, bool) or not isinstance(d, int) for d in self.delays):
+            raise ConfigError(f"delays must be a list of integers, got {self.delays!r}")
         if len(self.delays) != self.n_q + 1:
-            raise ValueError(f"delays has {len(self.delays)} entries, expected n_q + 1 = {self.n_q + 1}")
+            raise ConfigError(f"delays has {len(self.delays)} entries, expected n_q + 1 = {self.n_q + 1}")
         if any(d < 0 for d in self.delays):
-            raise ValueError("delays must be >= 0")
+            raise ConfigError("delays must be >= 0")
         if self.dep_q > self.n_q:
-            raise ValueError("dep_q must be <= n_q")
+            raise ConfigError("dep_q must be <= n_q")
         if self.depformer_weights_per_step_schedule is not None:
             if len(self.depformer_weights_per_step_schedule) != self.dep_q:
-                raise ValueError("depformer_weights_per_step_schedule needs dep_q entries")
+                raise ConfigError("depformer_weights_per_step_schedule needs dep_q entries")
 
     # ---- derived -----------------------------------------------------------------------------
     @property
@@ -163,6 +180,11 @@ _OFF_VALUES = {"cross_attention": False, "demux_second_stream": False,
                "depformer_cross_attention": False, "gradient_checkpointing": False}
 
 
+def _positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < (0 if allow_zero else 1):
+        raise ConfigError(f"{name} must be an integer >= {0 if allow_zero else 1}, got {value!r}")
+
+
 def config_from_dict(raw: Dict[str, Any], source: str = "(dict)") -> LMConfig:
     d = dict(raw)
     meta = {k: d.pop(k) for k in list(d) if k in _META_KEYS}
@@ -174,11 +196,14 @@ def config_from_dict(raw: Dict[str, Any], source: str = "(dict)") -> LMConfig:
             if not is_off:
                 unsupported.append(f"{k}={v!r}")
     if unsupported:
-        raise ValueError(f"{source}: unsupported features: {', '.join(unsupported)}")
+        raise ConfigError(f"{source}: unsupported features: {', '.join(unsupported)}")
     unknown = sorted(set(d) - _MODEL_KEYS)
     if unknown:
-        raise ValueError(f"{source}: unknown LM config keys: {unknown}")
-    return LMConfig(**d, meta=meta)
+        raise ConfigError(f"{source}: unknown LM config keys: {unknown}")
+    try:
+        return LMConfig(**d, meta=meta)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
 
 
 def _tiny() -> LMConfig:
@@ -238,11 +263,13 @@ def load_config(name_or_path: Union[str, Path]) -> LMConfig:
         return get_config(name_or_path)
     path = Path(name_or_path)
     if not path.is_file():
-        raise ValueError(f"{name_or_path!s}: neither a known config ({sorted(CONFIGS)}) nor a file")
+        raise ConfigError(f"{name_or_path!s}: neither a known config ({sorted(CONFIGS)}) nor a file")
     try:
         raw = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid JSON ({err})") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: not readable ({err.strerror})") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+        raise ConfigError(f"{path}: expected a JSON object")
     return config_from_dict(raw, str(path))

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 State = Dict[str, torch.Tensor]
 
-__all__ = ["StreamConv1d", "StreamConvTranspose1d", "KyutaiEntry", "linear", "State"]
+__all__ = ["StreamConv1d", "StreamConvTranspose1d", "KyutaiEntry", "few_rows_linear", "State"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def _is_exporting() -> bool:
         return False
 
 
-def linear(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None) -> torch.Tensor:
+def few_rows_linear(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``x [..., in] @ w[out, in].T + b`` with the fastest CPU formulation for few rows.
 
     MKL's GEMM with exactly two rows (the codec's transformer and last convolutions run two
@@ -70,7 +70,7 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: Optional[torch.Tensor] = None) -
     the same product (same values up to summation order).
     """
     if x.shape[-1] != w.shape[1]:
-        raise ValueError(f"linear: input has {x.shape[-1]} features, weight expects {w.shape[1]}")
+        raise ValueError(f"few_rows_linear: input has {x.shape[-1]} features, weight expects {w.shape[1]}")
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
     if x2.shape[0] == 2 and x2.device.type == "cpu" and not _is_exporting():
@@ -156,7 +156,7 @@ class StreamConv1d(nn.Module):
             t_out = win.shape[1]
             cols = win.transpose(2, 3)  # [B, T_out, K, C]: each window is K runs of C values
         # (windows overlap when K > stride: reshape may return an overlapping view; copy)
-        y = linear(cols.reshape(B * t_out, -1).contiguous(), self.weight, self.bias)
+        y = few_rows_linear(cols.reshape(B * t_out, -1).contiguous(), self.weight, self.bias)
         return y.view(B, t_out, self.out_channels)
 
     # ---- checkpoint layout ---------------------------------------------------------------------
@@ -231,7 +231,7 @@ class StreamConvTranspose1d(nn.Module):
         if self.depthwise:
             z = x.unsqueeze(2) * self.weight  # [B, T, K, C]
         else:
-            z = linear(x, self.weight)  # [B, T, K*C]
+            z = few_rows_linear(x, self.weight)  # [B, T, K*C]
         z = z.view(B, T, K // s, s, C)
         head = z[:, :, 0]  # [B, T, s, C]
         if self.tail:

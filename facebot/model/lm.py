@@ -28,11 +28,7 @@ from .checkpoint import load_state
 from .configs import LMConfig, load_config
 from .transformer import StreamingTransformer, convert_weight, make_norm
 
-__all__ = ["LMModel", "build_lm", "load_lm_checkpoint", "load_pretrained", "ZERO_TOKEN",
-           "UNGENERATED_TOKEN", "MOSHI_NAME", "TEXT_TOKENIZER_NAME"]
-
-MOSHI_NAME = "model.safetensors"
-TEXT_TOKENIZER_NAME = "tokenizer_spm_32k_3.model"
+__all__ = ["LMModel", "build_lm", "load_lm_checkpoint", "ZERO_TOKEN", "UNGENERATED_TOKEN"]
 
 ZERO_TOKEN = -1
 UNGENERATED_TOKEN = -2
@@ -248,32 +244,3 @@ def load_lm_checkpoint(model: LMModel,
     if model.weights_mode != "none":
         model.prepare(model.weights_mode)  # converted copies follow the new weights
     return model
-
-
-def load_pretrained(path: Union[str, Path], config: Union[str, Path, LMConfig, None] = None,
-                    device=None, dtype: Optional[torch.dtype] = None):
-    """A Kyutai model folder (``config.json`` optional -> moshi-7b; the weights file named by
-    ``moshi_name``, default ``model.safetensors``; the text tokenizer ``tokenizer_name``, default
-    ``tokenizer_spm_32k_3.model``) or a single .safetensors file with ``config``.
-
-    Returns ``(model, tokenizer)``; ``tokenizer`` is a :class:`facebot.model.tokenizer.
-    TextTokenizer` for the inner-monologue text, or None when the folder has no tokenizer file.
-    The model is built on the meta device and filled from the file tensor by tensor (no random
-    init of 7B parameters, no second copy).
-    """
-    from .tokenizer import TextTokenizer
-
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    if config is None:
-        config = folder / "config.json" if (folder / "config.json").is_file() else "moshi-7b"
-    cfg = config if isinstance(config, LMConfig) else load_config(config)
-    weights = path if path.is_file() else folder / cfg.meta.get("moshi_name", MOSHI_NAME)
-    model = LMModel(cfg, device="meta", dtype=dtype)
-    model.to_empty(device=device or "cpu")
-    model.transformer.reset_buffers()
-    model.depformer.reset_buffers()
-    load_lm_checkpoint(model, weights)
-    tok_path = folder / cfg.meta.get("tokenizer_name", TEXT_TOKENIZER_NAME)
-    tokenizer = TextTokenizer(tok_path) if tok_path.is_file() else None
-    return model.eval(), tokenizer

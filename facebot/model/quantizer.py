@@ -20,7 +20,7 @@ from typing import Dict, List
 import torch
 import torch.nn as nn
 
-from .conv import KyutaiEntry, linear
+from .conv import KyutaiEntry, few_rows_linear
 
 __all__ = ["QuantizerConfig", "SplitResidualVQ"]
 
@@ -105,9 +105,9 @@ class SplitResidualVQ(nn.Module):
         xf = x.reshape(B * T, C)
         cfg = self.cfg
         codes: List[torch.Tensor] = []
-        self._rvq(linear(xf, self.in_proj_first), 0, cfg.n_q_semantic, codes)
+        self._rvq(few_rows_linear(xf, self.in_proj_first), 0, cfg.n_q_semantic, codes)
         if cfg.num_codebooks > cfg.n_q_semantic:
-            self._rvq(linear(xf, self.in_proj_rest), cfg.n_q_semantic, cfg.num_codebooks, codes)
+            self._rvq(few_rows_linear(xf, self.in_proj_rest), cfg.n_q_semantic, cfg.num_codebooks, codes)
         return torch.stack(codes, dim=0).view(-1, B, T).transpose(0, 1)
 
     # ---- decode --------------------------------------------------------------------------------
@@ -123,9 +123,9 @@ class SplitResidualVQ(nn.Module):
         emb = nn.functional.embedding(idx, table)  # [B, K, T, dim]
         s = cfg.n_q_semantic
         first = emb[:, 0] if s == 1 else emb[:, :s].sum(1)
-        out = linear(first, self.out_proj_first)
+        out = few_rows_linear(first, self.out_proj_first)
         if K > s:
-            out = out + linear(emb[:, s:].sum(1), self.out_proj_rest)
+            out = out + few_rows_linear(emb[:, s:].sum(1), self.out_proj_rest)
         return out
 
     # ---- checkpoint layout ---------------------------------------------------------------------

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from facebot.errors import FacebotError
+
 SILENT_TEXT_IDS = frozenset({0, 3})  # Moshi: end-of-padding and padding
 
 
-class TokenizerError(Exception):
+class TokenizerError(FacebotError):
     """A tokenizer file that cannot be used; ``str()`` is one line."""
 
 

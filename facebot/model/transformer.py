@@ -54,13 +54,13 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from facebot.model.conv import linear as few_rows_linear
+from facebot.model.conv import few_rows_linear
 
 State = Dict[str, torch.Tensor]
 
@@ -290,8 +290,11 @@ class Gating(nn.Module):
         self.prepared = None if mode == "none" else (
             convert_weight(self.linear_in.weight, mode), convert_weight(self.linear_out.weight, mode))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.prepared is None:
+    def forward(self, x: torch.Tensor, weights: Optional[Tuple[Weight, Weight]] = None) -> torch.Tensor:
+        """``weights``: (in, out) matrices to use instead of this module's (same shapes)."""
+        if weights is not None:
+            w_in, w_out = weights
+        elif self.prepared is None:
             w_in, w_out = self.linear_in.weight, self.linear_out.weight
         else:
             w_in, w_out = self.prepared
@@ -546,16 +549,43 @@ class TransformerLayer(nn.Module):
         else:
             self.gating.prepare(mode)
 
-    def ff(self, x: torch.Tensor, wi: int) -> torch.Tensor:
+    def ff(self, x: torch.Tensor, wi: int, weights: Optional[Tuple[Weight, Weight]] = None) -> torch.Tensor:
+        """The feed-forward block with weight set ``wi`` (``weights``: a gated FF's (in, out) matrices
+        instead, e.g. an exported graph's per-step constants)."""
         h = self.norm2(x)
         if self.gating is None:
             w1, w2 = self.ff_prepared or (self.linear1.weight, self.linear2.weight)
             u = linear(self.act(linear(h, w1, self.linear1.bias)), w2, self.linear2.bias)
         elif isinstance(self.gating, nn.ModuleList):
-            u = self.gating[wi](h)
+            u = self.gating[wi](h, weights)
         else:
-            u = self.gating(h)
+            u = self.gating(h, weights)
         return x + self.layer_scale_2(u)
+
+    def step_layer(self, x: torch.Tensor, attend: Callable[..., torch.Tensor], wi: int = 0,
+                   rope: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                   weights: Optional[Tuple[Weight, Weight, Weight, Weight]] = None
+                   ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The layer on the new positions x [B, T, D] with weight set ``wi``: returns the output
+        and the new keys and values [B, H, T, Dh]. ``attend(q, k, v) -> o`` is the attention
+        over whatever cache the caller keeps; ``rope`` rotates q and k ([B, T, 2, H, Dh]);
+        ``weights``: (qkv, out, FF in, FF out) matrices instead of weight set ``wi``'s, no
+        biases (the depth graphs' per-step constants)."""
+        B, T, D = x.shape
+        H, Dh = self.cfg.num_heads, self.cfg.head_dim
+        if weights is None:
+            wq, bq, wo, bo = self.self_attn.weights(wi)
+            ff = None
+        else:
+            (wq, wo), bq, bo, ff = weights[:2], None, None, weights[2:]
+        qkv = linear(self.norm1(x), wq, bq).view(B, T, 3, H, Dh)
+        qk = rope(qkv[:, :, :2]) if rope is not None else qkv[:, :, :2]
+        q = qk[:, :, 0].transpose(1, 2)
+        k = qk[:, :, 1].transpose(1, 2)
+        v = qkv[:, :, 2].transpose(1, 2)
+        o = linear(attend(q, k, v).transpose(1, 2).reshape(B, T, D), wo, bo)
+        x = x + self.layer_scale_1(o)
+        return self.ff(x, wi, ff), k, v
 
 
 # --------------------------------------------------------------------------------------------
@@ -672,7 +702,6 @@ class StreamingTransformer(nn.Module):
         if self.use_sin:
             x = x + c.positional_scale * sin_embedding(pos_q, D, c.max_period, x.dtype)
         rope = self._rope(pos_q, x.dtype) if self.use_rope else None
-        H, Dh = c.num_heads, c.head_dim
         slot_bias = None
         updates: State = {}
         if self.kv_update == "slot":
@@ -682,26 +711,21 @@ class StreamingTransformer(nn.Module):
             slot_bias = self._slot_biases(offset, pos_q, T)
         for i, layer in enumerate(self.layers):
             kc, vc = state[f"layers.{i}.k"], state[f"layers.{i}.v"]
-            wq, bq, wo, bo = layer.self_attn.weights(wi)
-            qkv = linear(layer.norm1(x), wq, bq).view(B, T, 3, H, Dh)
-            qk = rope(qkv[:, :, :2]) if rope is not None else qkv[:, :, :2]
-            q = qk[:, :, 0].transpose(1, 2)
-            k = qk[:, :, 1].transpose(1, 2)
-            v = qkv[:, :, 2].transpose(1, 2)
-            if slot_bias is not None:
-                o = slot_attention(q, k, v, kc, vc, *slot_bias)
-                updates[f"layers.{i}.k"], updates[f"layers.{i}.v"] = k.to(kc.dtype), v.to(vc.dtype)
-            elif mask is None:  # frame-local (depformer): static slice, no mask needed
-                kc[:, :, step_index:n] = k
-                vc[:, :, step_index:n] = v
-                o = F.scaled_dot_product_attention(q, kc[:, :, :n], vc[:, :, :n])
-            else:
+
+            def attend(q, k, v, kc=kc, vc=vc):
+                if slot_bias is not None:
+                    return slot_attention(q, k, v, kc, vc, *slot_bias)
+                if mask is None:  # frame-local (depformer): static slice, no mask needed
+                    kc[:, :, step_index:n] = k
+                    vc[:, :, step_index:n] = v
+                    return F.scaled_dot_product_attention(q, kc[:, :, :n], vc[:, :, :n])
                 kc.index_copy_(2, write, k if k.dtype == kc.dtype else k.to(kc.dtype))
                 vc.index_copy_(2, write, v if v.dtype == vc.dtype else v.to(vc.dtype))
-                o = F.scaled_dot_product_attention(q, kc, vc, attn_mask=mask)
-            o = linear(o.transpose(1, 2).reshape(B, T, D), wo, bo)
-            x = x + layer.layer_scale_1(o)
-            x = layer.ff(x, wi)
+                return F.scaled_dot_product_attention(q, kc, vc, attn_mask=mask)
+
+            x, k, v = layer.step_layer(x, attend, wi, rope)
+            if slot_bias is not None:
+                updates[f"layers.{i}.k"], updates[f"layers.{i}.v"] = k.to(kc.dtype), v.to(vc.dtype)
         new_state = dict(state)
         new_state.update(updates)
         if c.weights_per_step:

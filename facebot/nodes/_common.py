@@ -39,7 +39,7 @@ from rcl_interfaces.msg import SetParametersResult
 import rclpy
 from rclpy.executors import ExternalShutdownException
 import rclpy.logging
-from rclpy.qos import qos_profile_sensor_data, QoSProfile
+from rclpy.qos import DurabilityPolicy, qos_profile_sensor_data, QoSProfile
 
 from facebot import interfaces
 from facebot.config import ConfigError
@@ -56,6 +56,9 @@ FLAME = 'face/flame'
 FACE_IMAGE = 'face/image'
 DIALOGUE_TEXT = 'dialogue/text'
 DIALOGUE_STATE = 'dialogue/state'
+# The head driver's lead (std_msgs/Float64, ms, latched): the dialogue holds the voice back by
+# at least this + one face frame so that the motors move first.
+HEAD_LEAD = 'head/lead_ms'
 
 
 def sensor_qos() -> QoSProfile:
@@ -66,6 +69,11 @@ def sensor_qos() -> QoSProfile:
 def reliable_qos(depth: int = 10) -> QoSProfile:
     """Reliable, keep last ``depth``: robot output that must not be lost in transit."""
     return QoSProfile(depth=depth)
+
+
+def latched_qos() -> QoSProfile:
+    """Reliable, transient local, keep last 1: a value a late subscriber still gets."""
+    return QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 @dataclass
@@ -114,12 +122,33 @@ class Param:
         so that a refusal always names the parameter and the limits)."""
         if self.choices and value not in self.choices:
             return f'{self.name} must be one of {", ".join(self.choices)}, got {value!r}'
-        if self.lo is not None and self.hi is not None:
-            if isinstance(value, float) and not math.isfinite(value):
-                return f'{self.name} must be finite, got {value!r}'
-            if not self.lo <= value <= self.hi:
-                return f'{self.name} must be within [{self.lo}, {self.hi}], got {value!r}'
+        if isinstance(value, float) and not math.isfinite(value):
+            return f'{self.name} must be finite, got {value!r}'
+        if self.lo is not None and self.hi is not None and not self.lo <= value <= self.hi:
+            return f'{self.name} must be within [{self.lo}, {self.hi}], got {value!r}'
+        if self.lo is not None and self.hi is None and value < self.lo:
+            return f'{self.name} must be >= {self.lo}, got {value!r}'
+        if self.hi is not None and self.lo is None and value > self.hi:
+            return f'{self.name} must be <= {self.hi}, got {value!r}'
         return None
+
+
+def setting_param(name: str, key: str, description: str, *, live: bool = False,
+                  default: Any = None, choices: tuple[str, ...] | None = None) -> Param:
+    """A parameter that sets the pipeline setting ``key`` (facebot.config.pipeline): its
+    default, range and choices come from the settings schema, declared there once.
+    ``choices=()`` leaves the choice to the configure step (a lifecycle node then fails its
+    transition with the reason instead of refusing to start)."""
+    from facebot.config.pipeline import setting_field
+    from facebot.config.schema import bounds
+    from facebot.config.schema import choices as schema_choices
+    from facebot.config.schema import default as default_of
+
+    cls, field = setting_field(key)
+    lo, hi = bounds(cls, field)
+    value = default_of(cls, field) if default is None else default
+    allowed = schema_choices(cls, field) if choices is None else choices
+    return Param(name, value, description, lo, hi, live=live, choices=allowed)
 
 
 def declare(node, specs: Iterable[Param]) -> dict[str, Any]:

@@ -14,23 +14,26 @@
 
 """The full-duplex dialogue as a lifecycle node: user audio in, robot voice and face out.
 
-Wraps :class:`facebot.pipeline.duplex.DuplexLoop` with the backend that
-:func:`facebot.pipeline.backends.make_backend` builds from the parameters.
+Wraps the duplex loop that :mod:`facebot.assembly` builds, as the `facebot` command does,
+from the pipeline configuration: ``config_file`` with the parameters over it
+(``PARAM_SETTINGS``; ranges and choices come from the settings schema).
 
 Lifecycle:
 
-- configure: loads the config file (``loop`` and ``scripted`` sections), builds the
-  backend (loads weights / engine) and the loop; creates the publishers and subscriptions.
+- configure: loads the configuration, builds the backend (loads weights / engine) and the
+  loop; creates the publishers and subscriptions.
 - activate: starts the step timer; user audio is re-framed by an
   :class:`~facebot.audio.framing.AudioFramer` as it arrives, and each tick steps the frames
   that are ready (at most two, so the loop catches up after a hiccup without bursting).
 - deactivate: stops the timer and drops pending audio. cleanup: releases the backend.
 
-Time (DESIGN.md): an input's stamp is its capture time; output frame *k* is stamped with
-when it will be heard: ``capture(k) + 80 ms + playout delay``. The playout delay is the
-``playout_delay_ms`` parameter (at least the head's actuator lead plus one face frame), or
-more when the audio player's ``audio/played`` feedback shows the sound is heard later.
-FLAME frames and dialogue state carry the same time base.
+Time: an input's stamp is its capture time; output frame *k* is stamped with when it will be
+heard: ``capture(k) + 80 ms + playout delay``. The playout delay is the ``playout_delay_ms``
+parameter, raised to the head driver's lead plus one face frame (the head publishes its lead
+on ``head/lead_ms``, latched, and again whenever it changes), and to what the audio player's
+``audio/played`` feedback shows when the sound is heard later. Setting ``playout_delay_ms``
+below the head's floor is refused with the reason. FLAME frames and dialogue state carry the
+same time base.
 """
 from __future__ import annotations
 
@@ -42,27 +45,26 @@ import time
 import numpy as np
 
 from facebot import interfaces
+from facebot.assembly import build_backend, build_loop, playout_floor_ms
 from facebot.audio.framing import FRAME_NS, MODEL_RATE, AudioFramer
 from facebot.audio.pcm import ENCODING_DTYPES
-from facebot.config import CONFIG_DIR, ConfigError, load_yaml, section
+from facebot.config.pipeline import load_pipeline_config, Override, PipelineConfig
+from facebot.errors import FacebotError
 from facebot.msg import AudioChunk, DialogueState, FlameParams
 from facebot.nodes import _common as common
-from facebot.nodes._common import Param
+from facebot.nodes._common import Param, setting_param
+from facebot.perception.images import msg_to_rgb
 from facebot.perception.user_perception import (USER_FLAME_TOPIC, USER_POSITION_TOPIC,
                                                 UserPerception)
-from facebot.pipeline.backends import BackendOptions, make_backend
 from facebot.pipeline.duplex import DuplexLoop
-from facebot.config.loop import LoopConfig
 from facebot.pipeline.echo_stage import EchoInputStage
-from facebot.config.echo import EchoStageConfig
 from facebot.pipeline.playout import PlayoutTracker
-from facebot.config.scripted import ScriptedConfig
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import TransitionCallbackReturn
 from sensor_msgs.msg import Image
-from std_msgs.msg import String
+from std_msgs.msg import Float64, String
 
 FRAME_PERIOD_S = FRAME_NS / 1e9  # 0.08 s: one model frame
 # A frame is stepped within this long of its last chunk arriving. A timer at the frame rate
@@ -70,84 +72,102 @@ FRAME_PERIOD_S = FRAME_NS / 1e9  # 0.08 s: one model frame
 # at 100 Hz costs a few microseconds per idle tick.
 STEP_POLL_S = 0.01
 MAX_STEPS_PER_TICK = 2
-IMAGE_CHANNELS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1}
 
-PARAMS = (
-    Param('backend', 'scripted', 'speech backend (facebot.pipeline.backends.make_backend)'),
-    Param('config_file', '',
-          "YAML with 'loop' and 'scripted' sections; empty = the package's facebot.yaml"),
-    Param('script_lines', [''],
-          "scripted backend's reply lines; [''] = the lines of config_file"),
-    Param('weights_path', '', 'model weights (model backends; e.g. a .safetensors file)'),
-    Param('engine_path', '',
-          'folder of the exported graphs (and TensorRT engines/) for runtime onnxruntime or '
-          'tensorrt: one holding an export is started from alone (no torch model; it must hold '
-          'the model asked for), an empty one is exported into; '
-          "'' = ~/.cache/facebot/graphs/<model>"),
-    Param('runtime', 'torch', 'where the model step runs (model backend)',
-          choices=('torch', 'onnxruntime', 'tensorrt')),
-    Param('precision', 'fp32', 'exported graphs / engines precision (model backend; int8, int4: '
-          'onnxruntime only)', choices=('fp32', 'fp16', 'int8', 'int4')),
-    Param('force_engine_update', False,
-          're-export the graphs and rebuild the TensorRT engines at configure'),
-    Param('model_config', '', 'model configuration name or file for model backends'),
-    Param('temperature', 0.8, 'sampling temperature of model backends', 0.0, 2.0, live=True),
-    Param('top_k', 250, 'top-k sampling of model backends', 1, 100000, live=True),
-    Param('seed', 0, 'random seed of the session (backend sampling, procedural face)',
-          0, 2**31 - 1),
-    Param('vad_threshold', 0.5, 'speech probability above which the user counts as speaking',
-          0.01, 0.99),
-    Param('playout_delay_ms', 80.0,
-          'least time from the end of an input frame to its output being heard (ms); '
-          'at least the head lead + 40 ms so the motors can lead the voice',
-          0.0, 2000.0, live=True),
-    Param('measure_playout', True,
-          "raise the playout delay to what the audio player's audio/played feedback shows",
-          live=True),
-    Param('max_pending_frames', 4, 'input frames waiting beyond this are dropped (counted)',
-          1, 100, live=True),
-    Param('max_image_age_s', 1.0, 'a camera image older than this is not passed on',
-          0.0, 60.0, live=True),
-    Param('output_encoding', 'S16LE', 'sample format of the robot audio',
-          choices=tuple(ENCODING_DTYPES), live=True),
-    Param('audio_frame_id', 'speaker', 'header.frame_id of the robot audio', live=True),
-    Param('face_frame_id', 'face', 'header.frame_id of the FLAME frames', live=True),
-    Param('echo_cancellation', True,
-          "remove the robot's own voice (audio/played) from audio/in before the VAD (AEC3)",
-          live=True),
-    Param('noise_suppression', True, 'suppress steady background noise on audio/in',
-          live=True),
-    Param('high_pass_filter', True, 'high-pass filter audio/in (rumble, DC)', live=True),
-    Param('echo_delay_ms', 20.0,
-          'initial guess of the delay from an audio/played stamp to its echo in audio/in '
-          '(ms); tracked from then on', -200.0, 1000.0, live=True),
-)
+CONFIG_FILE = Param('config_file', '',
+                    'pipeline YAML (sections loop, scripted, model, echo: '
+                    "facebot.config.pipeline); empty = the package's facebot.yaml. Its values "
+                    "are the other parameters' defaults (read at start-up); the parameters "
+                    'override it at every configure')
+
+
+def params_for(config: PipelineConfig) -> tuple[Param, ...]:
+    """The node's parameters; those that set a pipeline setting default to the file's value."""
+    def setting(name, key, description, **kw):
+        kw.setdefault('default', file_value(config, key))
+        return setting_param(name, key, description, **kw)
+
+    return (
+        CONFIG_FILE,
+        setting('backend', 'backend', 'speech backend: scripted (espeak-ng, rules) or model '
+                '(checked at configure)', choices=()),
+        Param('script_lines', [''], "scripted backend's reply lines; [''] = the file's lines"),
+        Param('weights_path', '', 'model weights (model backends; e.g. a .safetensors file)'),
+        Param('engine_path', '',
+              'folder of the exported graphs (and TensorRT engines/) for runtime onnxruntime '
+              'or tensorrt: one holding an export is started from alone (no torch model; it '
+              'must hold the model asked for), an empty one is exported into; '
+              "'' = ~/.cache/facebot/graphs/<model>"),
+        setting('runtime', 'model.runtime', 'where the model step runs (model backend)'),
+        setting('precision', 'model.precision',
+                'exported graphs / engines precision (int8, int4: onnxruntime only)'),
+        setting('force_engine_update', 'model.force_engine_update',
+                're-export the graphs and rebuild the TensorRT engines at configure'),
+        setting('model_config', 'model.config',
+                'model configuration (tiny, small, moshi-7b or a Kyutai config.json)'),
+        setting('temperature', 'model.temperature', 'sampling temperature of model backends',
+                live=True),
+        setting('top_k', 'model.top_k', 'top-k sampling of model backends (0: all)',
+                live=True),
+        setting('seed', 'seed', 'random seed of the session (sampling, procedural face)'),
+        setting('vad_threshold', 'loop.vad_threshold',
+                'speech probability above which the user counts as speaking'),
+        setting('playout_delay_ms', 'loop.playout_delay_ms',
+                'least time from the end of an input frame to its output being heard (ms); '
+                "raised to the head driver's lead + 40 ms (head/lead_ms) so the motors lead "
+                'the voice; a value below that is refused',
+                live=True, default=max(80.0, config.loop.playout_delay_ms)),
+        Param('measure_playout', True,
+              "raise the playout delay to what the audio player's audio/played feedback shows",
+              live=True),
+        Param('max_pending_frames', 4, 'input frames waiting beyond this are dropped (counted)',
+              1, 100, live=True),
+        Param('max_image_age_s', 1.0, 'a camera image older than this is not passed on',
+              0.0, 60.0, live=True),
+        Param('output_encoding', 'S16LE', 'sample format of the robot audio',
+              choices=tuple(ENCODING_DTYPES), live=True),
+        Param('audio_frame_id', 'speaker', 'header.frame_id of the robot audio', live=True),
+        Param('face_frame_id', 'face', 'header.frame_id of the FLAME frames', live=True),
+        setting('echo_cancellation', 'echo.echo_cancellation',
+                "remove the robot's own voice (audio/played) from audio/in before the VAD "
+                '(AEC3)', live=True),
+        setting('noise_suppression', 'echo.noise_suppression',
+                'suppress steady background noise on audio/in', live=True),
+        setting('high_pass_filter', 'echo.high_pass_filter',
+                'high-pass filter audio/in (rumble, DC)', live=True),
+        setting('echo_delay_ms', 'echo.echo_delay_ms',
+                'initial guess of the delay from an audio/played stamp to its echo in '
+                'audio/in (ms); tracked from then on', live=True),
+    )
+
+
+def file_value(config: PipelineConfig, key: str):
+    """The value of dotted ``key`` in ``config``."""
+    value = config
+    for name in key.split('.'):
+        value = getattr(value, name)
+    return value
+
+
 ECHO_PARAMS = ('echo_cancellation', 'noise_suppression', 'high_pass_filter', 'echo_delay_ms')
-MODEL_EXTRAS = ('weights_path', 'engine_path', 'model_config', 'temperature', 'top_k',
-                'runtime', 'precision', 'force_engine_update')
+# parameter -> pipeline setting; '' leaves the config file's value
+PARAM_SETTINGS = {
+    'backend': 'backend', 'seed': 'seed', 'weights_path': 'model.weights',
+    'engine_path': 'model.export_dir', 'runtime': 'model.runtime', 'precision': 'model.precision',
+    'force_engine_update': 'model.force_engine_update', 'model_config': 'model.config',
+    'temperature': 'model.temperature', 'top_k': 'model.top_k',
+    'vad_threshold': 'loop.vad_threshold', 'playout_delay_ms': 'loop.playout_delay_ms',
+    **{name: f'echo.{name}' for name in ECHO_PARAMS},
+}
 
 
-def image_to_rgb(msg) -> np.ndarray:
-    """An ``[H, W, 3]`` uint8 RGB array from a sensor_msgs/Image; ``ValueError`` if
-    malformed."""
-    enc = str(msg.encoding)
-    ch = IMAGE_CHANNELS.get(enc)
-    if ch is None:
-        raise ValueError(f'image encoding {enc!r} not supported ({", ".join(IMAGE_CHANNELS)})')
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if h <= 0 or w <= 0:
-        raise ValueError(f'image is empty ({w}x{h})')
-    if step < w * ch:
-        raise ValueError(f'image step {step} is below width x channels = {w * ch}')
-    data = np.frombuffer(bytes(msg.data), np.uint8)
-    if data.shape[0] != h * step:
-        raise ValueError(f'image data has {data.shape[0]} bytes, expected {h * step}')
-    img = data.reshape(h, step)[:, :w * ch].reshape(h, w, ch)
-    if enc.startswith('bgr'):
-        img = img[:, :, 2::-1]
-    elif ch == 1:
-        img = np.repeat(img, 3, axis=2)
-    return np.ascontiguousarray(img[:, :, :3])
+def pipeline_config(params: dict) -> PipelineConfig:
+    """The node's pipeline configuration: config_file, then the parameters over it."""
+    overrides = [Override(key, params[name], f'parameter {name}')
+                 for name, key in PARAM_SETTINGS.items() if params[name] != '']  # '': the file's
+    lines = [s for s in params['script_lines'] if s.strip()]
+    if lines:
+        overrides.append(Override('scripted.replies', lines, 'parameter script_lines'))
+    return load_pipeline_config(params['config_file'] or None, overrides)
 
 
 class DialogueNode(LifecycleNode):
@@ -155,8 +175,16 @@ class DialogueNode(LifecycleNode):
 
     def __init__(self, **kwargs) -> None:
         super().__init__('dialogue', **kwargs)
-        self.params = common.declare(self, PARAMS)
-        self.live = common.LiveParams(self, PARAMS, self._apply)
+        path = common.declare(self, [CONFIG_FILE])['config_file']
+        try:  # the file's values become the parameters' defaults
+            defaults = load_pipeline_config(path or None)
+        except FacebotError as err:
+            self.get_logger().fatal(str(err))
+            raise
+        self.specs = params_for(defaults)
+        self.params = common.declare(self, self.specs[1:])
+        self.params['config_file'] = path
+        self.live = common.LiveParams(self, self.specs, self._apply)
         self.log = common.RateLimitedLog(self.get_logger())
         self.step_group = MutuallyExclusiveCallbackGroup()
         self.input_group = MutuallyExclusiveCallbackGroup()
@@ -180,6 +208,10 @@ class DialogueNode(LifecycleNode):
         self.playout = PlayoutTracker()
         self.playout_delay_ns = 0
         self.echo: EchoInputStage | None = None
+        self.config: PipelineConfig | None = None
+        self.head_lead_ms: float | None = None  # from head/lead_ms, once the head driver is up
+        self.create_subscription(Float64, common.HEAD_LEAD, self.on_head_lead,
+                                 common.latched_qos(), callback_group=self.input_group)
 
     def make_executor(self):
         """Steps and input callbacks run in parallel groups (rclpy MultiThreadedExecutor)."""
@@ -188,6 +220,11 @@ class DialogueNode(LifecycleNode):
     # -- parameters ------------------------------------------------------------------------
 
     def _apply(self, changes: dict) -> str | None:
+        floor = self._playout_floor_ms()
+        if 'playout_delay_ms' in changes and changes['playout_delay_ms'] < floor:
+            return (f'playout_delay_ms {changes["playout_delay_ms"]} is below the head\'s lead '
+                    f'{self.head_lead_ms} ms + one face frame = {floor} ms: the motors could not '
+                    'move before the voice (lower lead_ms on the head driver first)')
         sampling = {k: v for k, v in changes.items() if k in ('temperature', 'top_k')}
         update = getattr(self.backend, 'update_options', None)
         if sampling and update is not None:
@@ -207,31 +244,17 @@ class DialogueNode(LifecycleNode):
         return None
 
     def _echo_stage(self) -> EchoInputStage:
-        return EchoInputStage(EchoStageConfig(**{k: self.params[k] for k in ECHO_PARAMS}))
+        config = dataclasses.replace(self.config.echo, **{k: self.params[k] for k in ECHO_PARAMS})
+        return EchoInputStage(config)
 
     def _fresh_params(self) -> dict:
-        return {p.name: self.get_parameter(p.name).value for p in PARAMS}
+        return {p.name: self.get_parameter(p.name).value for p in self.specs}
 
     def _build(self, p: dict):
-        path = p['config_file'] or str(CONFIG_DIR / 'facebot.yaml')
-        data = load_yaml(path)
-        unknown = sorted(set(data) - {'loop', 'scripted'})
-        if unknown:
-            raise ConfigError(f'{path}: unknown section(s) {", ".join(unknown)}')
-        loop_cfg = section(data, 'loop', LoopConfig, path)
-        scripted = section(data, 'scripted', ScriptedConfig, path)
-        lines = tuple(s for s in p['script_lines'] if s.strip())
-        if lines:
-            scripted = dataclasses.replace(scripted, replies=lines)
-        loop_cfg = LoopConfig(playout_delay_ms=p['playout_delay_ms'],
-                              vad_threshold=p['vad_threshold'], face=loop_cfg.face,
-                              model_face_attention=loop_cfg.model_face_attention)
-        options = BackendOptions(name=p['backend'], scripted=scripted,
-                                 extras={k: p[k] for k in MODEL_EXTRAS})
-        backend = make_backend(options)
+        self.config = pipeline_config(p)
+        backend = build_backend(self.config)
         # the user's face arrives from face_perception (face/user_flame, face/user_position)
-        return backend, DuplexLoop(backend, loop_cfg, seed=p['seed'],
-                                   perception=UserPerception(detect=False))
+        return backend, build_loop(self.config, backend, perception=UserPerception(detect=False))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -239,7 +262,7 @@ class DialogueNode(LifecycleNode):
         self.params = self._fresh_params()
         try:
             self.backend, self.loop = self._build(self.params)
-        except (ConfigError, ValueError, TypeError, OSError, RuntimeError) as err:
+        except (FacebotError, ValueError, TypeError, OSError, RuntimeError) as err:
             self.error = f'configure failed: {err}'
             self.get_logger().error(self.error)
             return TransitionCallbackReturn.FAILURE
@@ -353,7 +376,7 @@ class DialogueNode(LifecycleNode):
     def on_image(self, msg) -> None:
         """Keeps the latest camera image as the user-face input."""
         try:
-            img = image_to_rgb(msg)
+            img = msg_to_rgb(msg)
             stamp = interfaces.stamp_to_ns(msg.header.stamp)
         except ValueError as err:
             self.counts['images_refused'] += 1
@@ -413,8 +436,26 @@ class DialogueNode(LifecycleNode):
                 return
             self.step(frame)
 
+    def _playout_floor_ms(self) -> float:
+        return 0.0 if self.head_lead_ms is None else playout_floor_ms(self.head_lead_ms)
+
+    def on_head_lead(self, msg) -> None:
+        """The head driver's lead: the voice is held back by at least it + one face frame."""
+        lead = float(msg.data)
+        if not 0.0 <= lead <= 2000.0:
+            self.counts['head_lead_refused'] += 1
+            self.log.warning('head_lead', f'head lead {lead} ms refused (outside [0, 2000])')
+            return
+        self.head_lead_ms = lead
+        floor = self._playout_floor_ms()
+        if floor > self.params['playout_delay_ms']:
+            self.get_logger().info(
+                f'head lead {lead:g} ms: the voice is held back by {floor:g} ms '
+                f'(playout_delay_ms {self.params["playout_delay_ms"]:g} is below it)')
+
     def _playout_delay_ns(self, frame) -> int:
-        return self.playout.delay_ns(int(self.params['playout_delay_ms'] * 1e6), frame.stamp_ns,
+        base_ms = max(self.params['playout_delay_ms'], self._playout_floor_ms())
+        return self.playout.delay_ns(int(base_ms * 1e6), frame.stamp_ns,
                                      common.now_ns(self), self.params['measure_playout'])
 
     def _user_image(self, frame):
@@ -479,6 +520,7 @@ class DialogueNode(LifecycleNode):
                         'weights_path': self.params['weights_path'],
                         'engine_path': self.params['engine_path'],
                         'playout delay ms': self.playout_delay_ns / 1e6,
+                        'head lead ms': '' if self.head_lead_ms is None else self.head_lead_ms,
                         'parameter changes refused': self.live.refused}
         values.update(self.latency.summary())
         steps = self.latency.values.get('step')
@@ -486,7 +528,7 @@ class DialogueNode(LifecycleNode):
             values['real-time factor'] = float(np.mean(steps)) / (FRAME_PERIOD_S * 1000.0)
         for key in ('steps', 'frames_dropped', 'audio_refused', 'images', 'images_refused',
                     'step_errors', 'flame_refused', 'played_refused', 'user_flames',
-                    'user_flame_refused'):
+                    'user_flame_refused', 'head_lead_refused'):
             values[key] = self.counts[key]
         values['played_unmatched'] = self.playout.unmatched
         if self.echo is not None:

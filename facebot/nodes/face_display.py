@@ -14,10 +14,12 @@
 
 """FLAME frames -> the face display: sensor_msgs/Image (rgb8) at ``fps`` on ``face/image``.
 
-Wraps :class:`facebot.robot.display.FaceRenderer`. FLAME stamps are show times, so each
-display tick draws the newest frame whose stamp has come (holding it between frames); with
-no frame for ``hold_s`` it shows the neutral face. The image is stamped with the time it is
-shown. With ``show_window`` (and a display) the face is also shown full screen via OpenCV.
+Wraps the display's renderer (:func:`facebot.robot.display.face_renderer`: the stylised face,
+or the FLAME mesh when the display YAML names a converted model in ``flame_model``). FLAME
+stamps are show times, so each display tick draws the newest frame whose stamp has come
+(holding it between frames); with no frame for ``hold_s`` it shows the neutral face. The
+image is stamped with the time it is shown. With ``show_window`` (and a display) the face is
+also shown full screen via OpenCV.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ from facebot.face.flame import FlameFrame
 from facebot.msg import FlameParams
 from facebot.nodes import _common as common
 from facebot.nodes._common import Param
-from facebot.robot.display import DisplayGeometry, FaceRenderer, load_display_config
+from facebot.robot.display import DisplayGeometry, face_renderer, load_display_config
+from facebot.robot.mesh_renderer import MeshRenderer
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
@@ -80,9 +83,15 @@ class FaceDisplayNode(Node):
         self.base_config = load_display_config(path)
         self.specs = params_for(self.base_config)
         self.params = common.declare(self, self.specs)
-        self.renderer = FaceRenderer(apply_params(self.base_config, self.params))
+        self.renderer = face_renderer(apply_params(self.base_config, self.params))
+        # the FLAME mesh, when configured: read once, reused when live parameters change
+        self.flame = self.renderer.model if isinstance(self.renderer, MeshRenderer) else None
         self.live = common.LiveParams(self, self.specs, self._apply)
         self.log = common.RateLimitedLog(self.get_logger())
+        if self.flame is not None:
+            self.get_logger().info(
+                f'drawing the FLAME mesh of {self.base_config.flame_model} '
+                f'({self.flame.n_vertices} vertices, {self.flame.n_faces} triangles)')
         self.counts = {'frames': 0, 'refused': 0, 'images': 0}
         self.latency = common.Latency()
         self._stamps: list[int] = []
@@ -115,7 +124,7 @@ class FaceDisplayNode(Node):
 
     def _apply(self, changes: dict) -> str | None:
         values = {**self.params, **changes}
-        self.renderer = FaceRenderer(apply_params(self.base_config, values))
+        self.renderer = face_renderer(apply_params(self.base_config, values), self.flame)
         self.params = values
         return None
 

@@ -36,7 +36,6 @@ import collections
 import dataclasses
 import time
 
-from builtin_interfaces.msg import Duration
 from facebot import interfaces
 from facebot.config import CONFIG_DIR, ConfigError
 from facebot.msg import FlameParams
@@ -45,9 +44,10 @@ from facebot.nodes._common import Param
 from facebot.pipeline.head import POSITION_CONTROLLER, TRAJECTORY_CONTROLLER
 from facebot.robot.actuators import ESTOP_MODES, HeadController, load_head_config
 from facebot.robot.actuators import OUTPUT_FORMS
+from facebot.robot.joint_messages import forward_command_msg, joint_state_msg, trajectory_msg
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Float64MultiArray
+from std_msgs.msg import Bool, Float64, Float64MultiArray
 from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
@@ -150,6 +150,9 @@ class HeadDriverNode(Node):
                 JointState, JOINT_COMMANDS_TOPIC, qos)
         self.diag_pub = self.create_publisher(
             common.DiagnosticArray, common.DIAGNOSTICS_TOPIC, 10)
+        # the dialogue holds the voice back by at least this lead + one face frame
+        self.lead_pub = self.create_publisher(Float64, common.HEAD_LEAD, common.latched_qos())
+        self.publish_lead()
         self.create_subscription(FlameParams, common.FLAME, self.on_flame,
                                  common.reliable_qos(50))
         self.create_subscription(Bool, ESTOP_TOPIC, self.on_estop_topic, qos)
@@ -164,7 +167,15 @@ class HeadDriverNode(Node):
         config = apply_params(self.base_config, values)  # ValueError: refused with reason
         self.controller.reconfigure(config)
         self.params = values
+        if 'lead_ms' in changes:
+            self.publish_lead()
         return None
+
+    def publish_lead(self) -> None:
+        """Tells the dialogue (latched) how far ahead of the voice the motors are commanded."""
+        msg = Float64()
+        msg.data = float(self.controller.config.lead_ms)
+        self.lead_pub.publish(msg)
 
     # -- input -----------------------------------------------------------------------------
 
@@ -208,32 +219,16 @@ class HeadDriverNode(Node):
         self._last_cmd = cmd
         ctl = self.controller
         if 'forward_command' in self.pubs:
-            msg = Float64MultiArray()
-            msg.data = ctl.forward_command(cmd)
-            self.pubs['forward_command'].publish(msg)
+            self.pubs['forward_command'].publish(
+                forward_command_msg(ctl.forward_command(cmd), Float64MultiArray()))
         if 'trajectory' in self.pubs:
-            point = ctl.trajectory_point(cmd)
-            pt = JointTrajectoryPoint()
-            pt.positions = point['positions']
-            pt.velocities = point['velocities']
-            pt.accelerations = point['accelerations']
-            dur = Duration()
-            dur.sec, dur.nanosec = divmod(point['time_from_start_ns'], 1_000_000_000)
-            pt.time_from_start = dur
-            msg = JointTrajectory()
-            interfaces.make_header(0, '', msg.header)  # stamp 0: start on receipt
-            msg.joint_names = list(ctl.config.output.controller_joints or ctl.joint_names)
-            msg.points = [pt]
-            self.pubs['trajectory'].publish(msg)
+            one = {'joint_names': ctl.config.output.controller_joints or ctl.joint_names,
+                   'points': [ctl.trajectory_point(cmd)]}
+            self.pubs['trajectory'].publish(  # stamp 0: start on receipt
+                trajectory_msg(one, 0, JointTrajectory(), JointTrajectoryPoint))
         if 'joint_state' in self.pubs:
-            state = ctl.joint_state(cmd)
-            msg = JointState()
-            interfaces.make_header(cmd.stamp_ns, '', msg.header)
-            msg.name = state['name']
-            msg.position = state['position']
-            msg.velocity = state['velocity']
-            msg.effort = []
-            self.pubs['joint_state'].publish(msg)
+            self.pubs['joint_state'].publish(
+                joint_state_msg(ctl.joint_state(cmd), cmd.stamp_ns, JointState()))
         self.latency.add({'tick': (time.perf_counter() - t0) * 1000.0})
 
     @common.until_shutdown

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from facebot.perception.images import ImageError
+from facebot.errors import FacebotError
 
 MODEL_NAME = "face_landmarker.task"
 N_LANDMARKS = 478
@@ -32,7 +33,7 @@ LEFT_IRIS, RIGHT_IRIS = 473, 468  # the subject's left / right iris centres (Med
 MIN_SIDE = 32  # smaller images cannot hold a detectable face
 
 
-class PerceptionError(RuntimeError):
+class PerceptionError(FacebotError, RuntimeError):
     """The detector cannot start (no MediaPipe, no model file); ``str()`` is one line."""
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from facebot import interfaces
 from facebot.audio import pcm
 from facebot.bagio import mcap_is_truncated, salvage_mcap
+from facebot.perception.images import msg_to_rgb
 from facebot.pipeline.sources import AudioChunkIn, FrameTimeline, SourceError
 
 LOG = logging.getLogger("facebot.bag")
@@ -158,7 +159,11 @@ class BagInput:
                 if samples.shape[0] == 0:
                     self._drop("empty", None)
                     continue
-                stamp = _stamp(msg, received_ns)
+                try:
+                    stamp = _stamp(msg, received_ns)
+                except ValueError as err:  # e.g. nanosec >= 1e9: no time to place it at
+                    self._drop("bad_stamp", err)
+                    continue
                 if getattr(msg, "header", None) is None:  # received when complete
                     stamp -= samples.shape[0] * 1_000_000_000 // rate
                 if not 0 <= stamp <= MAX_STAMP_NS:  # every output is a ROS message stamped from it
@@ -242,16 +247,15 @@ class BagCamera:
         LOG.warning("camera: the rest of %s is unreadable: %s", self._bag.camera_topic, err)
 
     def _read(self):
-        import cv2
-
         for conn, received_ns, raw in self._messages:
             try:
                 msg = self._reader.deserialize(raw, conn.msgtype)
-                rgb = _image_to_rgb(msg, cv2)
-            except Exception:  # malformed image: counted, skipped
+                rgb = msg_to_rgb(msg)
+                stamp = _stamp(msg, received_ns)
+            except Exception:  # malformed image or stamp: counted, skipped
                 self.dropped += 1
                 continue
-            return rgb, _stamp(msg, received_ns)
+            return rgb, stamp
         return None
 
     def frame_at(self, stamp_ns: int):
@@ -259,10 +263,3 @@ class BagCamera:
 
     def close(self) -> None:
         self._reader.close()
-
-
-def _image_to_rgb(msg, cv2) -> np.ndarray:
-    """Image or CompressedImage -> RGB (the converter the nodes use; cv2 is its backend)."""
-    from facebot.perception.images import msg_to_rgb
-
-    return msg_to_rgb(msg)

@@ -2,16 +2,16 @@
 
 Per step: voice activity on the user's frame, one backend step, two face frames (the
 backend's own, or procedural ones from the robot's voice and the user's activity), and
-time stamps that say when the output is meant to be heard and shown (DESIGN.md, Time):
-output frame k can only be computed once input frame k has been captured, so it is heard
-from ``capture_stamp(k) + 80 ms + playout_delay``.
+time stamps: an input's stamp is its capture time, an output's is when it is meant to be
+heard and shown. Output frame k can only be computed once input frame k has been captured,
+so it is heard from ``capture_stamp(k) + 80 ms + playout_delay``.
 """
 from __future__ import annotations
 
 import dataclasses
 import enum
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from facebot.audio.framing import FRAME_NS, FRAME_SAMPLES, MODEL_RATE, AudioFram
 from facebot.audio.vad import SileroVad, VoiceActivity
 from facebot.face.cues import FaceCue
 from facebot.face.flame import FRAME_PERIOD_NS, FlameFrame
+from facebot.config.face import ProceduralFaceConfig
 from facebot.config.loop import LoopConfig
 from facebot.face.procedural import ProceduralFace
 from facebot.pipeline.backend import DuplexInput, DuplexOutput, SpeechBackend, UserActivity

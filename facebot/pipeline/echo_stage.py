@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from dataclasses import dataclass
 
 import numpy as np
 

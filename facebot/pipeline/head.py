@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from facebot import interfaces
 from facebot.pipeline.duplex import StepResult
 from facebot.robot.actuators import HeadController, JointCommand
+from facebot.robot.joint_messages import forward_command_msg, joint_state_msg, trajectory_msg
 
 POSITION_CONTROLLER = "head_position_controller"  # config/head_controllers.yaml
 TRAJECTORY_CONTROLLER = "head_trajectory_controller"
@@ -82,36 +82,14 @@ def command_messages(commands: list[JointCommand], controller: HeadController) -
     """(topic, stamp_ns, message) for the bag: joint states and both controllers' inputs."""
     if not commands:
         return []
-    cls = interfaces.msg_class
     out = []
     for cmd in commands:
-        state = controller.joint_state(cmd)
-        out.append(("/joint_states", cmd.stamp_ns, cls("sensor_msgs/msg/JointState")(
-            header=interfaces.make_header(cmd.stamp_ns, ""),
-            name=state["name"],
-            position=np.asarray(state["position"], np.float64),
-            velocity=np.asarray(state["velocity"], np.float64),
-            effort=np.zeros(0, np.float64),
-        )))
-        layout = cls("std_msgs/msg/MultiArrayLayout")(dim=[], data_offset=0)
-        out.append((f"/{POSITION_CONTROLLER}/commands", cmd.stamp_ns, cls("std_msgs/msg/Float64MultiArray")(
-            layout=layout, data=np.asarray(controller.forward_command(cmd), np.float64))))
-    traj = controller.trajectory(commands)
-    point_cls, duration_cls = cls("trajectory_msgs/msg/JointTrajectoryPoint"), cls("builtin_interfaces/msg/Duration")
-    points = [
-        point_cls(
-            positions=np.asarray(p["positions"], np.float64),
-            velocities=np.asarray(p["velocities"], np.float64),
-            accelerations=np.asarray(p["accelerations"], np.float64),
-            effort=np.zeros(0, np.float64),
-            time_from_start=duration_cls(sec=p["time_from_start_ns"] // 1_000_000_000,
-                                         nanosec=p["time_from_start_ns"] % 1_000_000_000),
-        )
-        for p in traj["points"]
-    ]
+        out.append(("/joint_states", cmd.stamp_ns, joint_state_msg(controller.joint_state(cmd), cmd.stamp_ns)))
+        out.append((f"/{POSITION_CONTROLLER}/commands", cmd.stamp_ns,
+                    forward_command_msg(controller.forward_command(cmd))))
     first = commands[0].stamp_ns
-    out.append((f"/{TRAJECTORY_CONTROLLER}/joint_trajectory", first, cls("trajectory_msgs/msg/JointTrajectory")(
-        header=interfaces.make_header(first, ""), joint_names=traj["joint_names"], points=points)))
+    out.append((f"/{TRAJECTORY_CONTROLLER}/joint_trajectory", first,
+                trajectory_msg(controller.trajectory(commands), first)))
     return out
 
 

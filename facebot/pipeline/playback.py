@@ -1,7 +1,8 @@
 """Live playback of the robot's voice, reporting when each frame will actually be heard.
 
-The face and the motors follow the audio's playout time, not its generation time
-(DESIGN.md, Time), so the sink returns the expected playout stamp of what it was given.
+The face and the motors follow the audio's playout time, not its generation time (an output
+is stamped with when it is heard), so the sink returns the expected playout stamp of what it
+was given.
 """
 from __future__ import annotations
 

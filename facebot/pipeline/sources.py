@@ -15,6 +15,7 @@ from typing import Iterator
 import numpy as np
 
 from facebot.audio.files import audio_blocks, scan_audio
+from facebot.errors import FacebotError
 
 NS_PER_S = 1_000_000_000
 
@@ -26,7 +27,7 @@ class AudioChunkIn:
     stamp_ns: int  # capture time of samples[0]
 
 
-class SourceError(Exception):
+class SourceError(FacebotError):
     """A source that cannot be opened; ``str()`` is a one-line reason."""
 
 

@@ -54,6 +54,7 @@ from facebot.robot.actuators import (
     FEATURE_DIM, FIELD_SIZES, FIELDS, HeadConfig, Term, config_to_dict, feature_index,
     load_head_config,
 )
+from facebot.errors import FacebotError
 
 REFERENCE_TARGETS: dict[str, dict[str, float]] = {
     "brow_left": {"brow_raise": 0.30, "brow_furrow": -0.25},
@@ -64,7 +65,7 @@ REFERENCE_TARGETS: dict[str, dict[str, float]] = {
 REFERENCE_NOISE_RAD = 0.003
 
 
-class CalibrationError(Exception):
+class CalibrationError(FacebotError):
     """A problem with the samples or the options; ``str()`` is one line."""
 
 

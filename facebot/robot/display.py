@@ -1,5 +1,9 @@
 """The face display: a stylised face drawn from FLAME frames (numpy in, RGB image out).
 
+``face_renderer(config)`` is the display's renderer: the FLAME mesh view
+(:class:`facebot.robot.mesh_renderer.MeshRenderer`) when ``flame_model`` names a FLAME model
+converted by ``facebot flame-convert``, else the stylised face described here.
+
 ``FaceRenderer(config).render(frame)`` returns an ``[H, W, 3]`` uint8 RGB image; it draws with
 OpenCV (filled polygons with sub-pixel vertices, anti-aliased unless turned off) and takes
 about a millisecond at 480 x 480 on one core (``bench/bench_renderer.py``).
@@ -31,7 +35,7 @@ exactly as the neutral face. Output is deterministic (same frame, same image).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +43,8 @@ import numpy as np
 from facebot.config import ConfigError, load_yaml, section
 from facebot.face.controls import CONTROL_INDEX, ControlBasis, default_basis, flame_to_controls
 from facebot.face.flame import FlameFrame
+from facebot.face.flame_mesh import FlameModel, FlameModelError
+from facebot.robot.mesh_renderer import MeshRenderer
 
 __all__ = [
     "DisplayColors",
@@ -46,6 +52,7 @@ __all__ = [
     "MeshDisplayConfig",
     "FaceDisplayConfig",
     "FaceRenderer",
+    "face_renderer",
     "load_display_config",
     "default_display_config_path",
 ]
@@ -135,7 +142,7 @@ class DisplayGeometry:
 
 @dataclass
 class MeshDisplayConfig:
-    """The FLAME mesh view (``flame_model.MeshRenderer``)."""
+    """The FLAME mesh view (``mesh_renderer.MeshRenderer``, drawn when ``flame_model`` is set)."""
 
     light_direction: tuple[float, float, float] = (0.35, 0.45, 1.0)  # towards the light (x right, y up, z viewer)
     ambient: float = 0.3
@@ -173,6 +180,8 @@ class FaceDisplayConfig:
     colors: DisplayColors = field(default_factory=DisplayColors)
     geometry: DisplayGeometry = field(default_factory=DisplayGeometry)
     mesh: MeshDisplayConfig = field(default_factory=MeshDisplayConfig)
+    # a FLAME model converted by `facebot flame-convert` (.npz): draw its mesh, not the stylised face
+    flame_model: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("width", "height"):
@@ -187,6 +196,8 @@ class FaceDisplayConfig:
         for name, cls in (("colors", DisplayColors), ("geometry", DisplayGeometry), ("mesh", MeshDisplayConfig)):
             if not isinstance(getattr(self, name), cls):
                 raise ValueError(f"{name} must be a {cls.__name__}")
+        if self.flame_model is not None and (not isinstance(self.flame_model, str) or not self.flame_model):
+            raise ValueError(f"flame_model must be the path of a converted FLAME .npz, got {self.flame_model!r}")
 
 
 def default_display_config_path() -> Path:
@@ -196,13 +207,31 @@ def default_display_config_path() -> Path:
 
 
 def load_display_config(path: str | Path | None = None) -> FaceDisplayConfig:
-    """``FaceDisplayConfig`` from a YAML file's ``display`` section; every key is checked."""
+    """``FaceDisplayConfig`` from a YAML file's ``display`` section; every key is checked. A
+    relative ``flame_model`` path is taken from the YAML file's folder."""
     p = Path(path) if path is not None else default_display_config_path()
     data = load_yaml(p)
     unknown = sorted(set(data) - {"display"})
     if unknown:
         raise ConfigError(f"{p.name}: unknown section(s) {', '.join(unknown)} (known: display)")
-    return section(data, "display", FaceDisplayConfig, p)
+    cfg = section(data, "display", FaceDisplayConfig, p)
+    if cfg.flame_model is not None and not Path(cfg.flame_model).is_absolute():
+        cfg = replace(cfg, flame_model=str(p.parent / cfg.flame_model))
+    return cfg
+
+
+def face_renderer(config: FaceDisplayConfig, flame: FlameModel | None = None) -> FaceRenderer | MeshRenderer:
+    """The display's renderer: the FLAME mesh view when ``config.flame_model`` is set, else the
+    stylised face. ``flame``: that model already loaded (a re-configured renderer need not read
+    the file again). An unreadable model is a ``ConfigError`` naming the key and the file."""
+    if config.flame_model is None:
+        return FaceRenderer(config)
+    if flame is None:
+        try:
+            flame = FlameModel.load(config.flame_model)
+        except FlameModelError as err:
+            raise ConfigError(f"display.flame_model: {err}") from None
+    return MeshRenderer(flame, config)
 
 
 # ------------------------------------------------------------------------------------------

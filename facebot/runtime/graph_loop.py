@@ -26,11 +26,11 @@ from ..model.sampling import SamplingConfig, make_generator
 from .delays import Delays
 from .graph_runner import GraphRunner
 
-__all__ = ["StepResult", "GraphDuplexStep"]
+__all__ = ["GraphStepResult", "GraphDuplexStep"]
 
 
 @dataclass
-class StepResult:
+class GraphStepResult:
     """What one frame gives: the robot's pcm (None while the delays fill), the delay-aligned
     tokens [1 + dep_q] (text first; -2 while invalid), and FLAME core frames [2, 56] (or None
     without a face model)."""
@@ -101,7 +101,7 @@ class GraphDuplexStep:
     # ---- the step ----------------------------------------------------------------------------
     @torch.inference_mode()
     def step(self, pcm: np.ndarray | torch.Tensor,
-             user_face_tokens: Optional[torch.Tensor] = None) -> StepResult:
+             user_face_tokens: Optional[torch.Tensor] = None) -> GraphStepResult:
         r, cfg = self.r, self.cfg
         pcm = torch.as_tensor(pcm, dtype=torch.float32).reshape(1, 1, -1)
         codes = r["encoder"].run(pcm=pcm)["codes"]
@@ -134,4 +134,4 @@ class GraphDuplexStep:
         if valid:
             audio = r["decoder"].run(codes=aligned[:, 1:].unsqueeze(-1))["pcm"]
             audio = audio.reshape(-1).float().cpu().numpy().copy()
-        return StepResult(audio=audio, tokens=aligned[0].cpu().numpy(), valid=valid, face=face)
+        return GraphStepResult(audio=audio, tokens=aligned[0].cpu().numpy(), valid=valid, face=face)

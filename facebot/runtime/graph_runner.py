@@ -3,7 +3,7 @@
 A :class:`GraphRunner` owns a graph's state buffers (torch tensors on the execution device) and
 its output buffers. ``run(data)`` executes the graph once, then updates the state without
 copying it: KV ring buffers get their new slots written in place (the slot rules of
-:mod:`facebot.export.graphs`), every other state tensor swaps with the buffer its next value was
+:mod:`facebot.runtime.step_graph`), every other state tensor swaps with the buffer its next value was
 written to (ping-pong). Subclasses only bind buffers and execute:
 
 * :class:`TorchGraphRunner` calls the graph module itself (eager; the reference that the
@@ -25,7 +25,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..export.graphs import SlotRule, StepGraph
+from .step_graph import SlotRule, StepGraph, apply_slot_updates
 
 __all__ = ["GraphRunner", "TorchGraphRunner", "OrtGraphRunner", "torch_dtype", "GraphSpec"]
 
@@ -98,9 +98,7 @@ class GraphRunner(abc.ABC):
         for k, v in data.items():
             self.data_in[k].copy_(v)
         self._execute()
-        for name, rule in self.spec.slots.items():
-            counter = self.state[rule.offset_state] if rule.offset_state else self.data_in[rule.index_input]
-            self.state[name].index_copy_(2, rule.indices(counter), self._slot_out[name])
+        apply_slot_updates(self.state, self._slot_out, self.spec.slots, self.data_in)
         for name in self._next:
             self.state[name], self._next[name] = self._next[name], self.state[name]
         return self.data_out

@@ -2,8 +2,8 @@
 
 ``torch`` runs the model's own step (:class:`LMStep` / :class:`FaceLMStep` + the codec; eager
 or ``torch.compile``). ``onnxruntime`` and ``tensorrt`` run the exported graphs
-(:mod:`facebot.export`) through :class:`GraphDuplexStep`: the export folder is reused when its
-manifest matches the model in hand and re-exported otherwise; TensorRT engines are built from
+of an export folder through :class:`GraphDuplexStep` (the export step,
+:mod:`facebot.export.prepare`, makes or finds the folder first); TensorRT engines are built from
 those graphs and kept in an engine cache (:mod:`facebot.runtime.engine_cache`) beside them.
 """
 from __future__ import annotations
@@ -13,9 +13,7 @@ from typing import Dict, List, Optional
 
 from .graph_runner import GraphRunner, GraphSpec, OrtGraphRunner
 
-__all__ = ["RUNTIMES", "load_ort_runners", "ort_providers"]
-
-RUNTIMES = ("torch", "onnxruntime", "tensorrt")
+__all__ = ["load_ort_runners", "ort_providers"]
 
 
 def ort_providers(device: str = "cpu") -> List[str]:

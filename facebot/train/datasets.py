@@ -57,6 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from facebot.face.flame import FPS, N_EXPRESSION
+from facebot.errors import FacebotError
 
 __all__ = ["DatasetError", "DyadicDataset", "detect_layout", "dualtalk_pairs", "DUALTALK_SPLITS"]
 
@@ -64,7 +65,7 @@ DUALTALK_SPLITS = ("train", "test", "ood")
 _FRAMES_PER_MODEL_FRAME = 2
 
 
-class DatasetError(ValueError):
+class DatasetError(FacebotError, ValueError):
     """A dataset file or folder that cannot be used; ``str()`` is one line naming it."""
 
 

@@ -156,7 +156,7 @@ def _same(a: np.ndarray, b: np.ndarray, na: str, nb: str) -> None:
 
 # -------------------------------------------------------------------- reconstruction error
 def _load_model(model):
-    from facebot.robot.flame_model import FlameModel
+    from facebot.face.flame_mesh import FlameModel
 
     if isinstance(model, (str, Path)):
         return FlameModel.load(model)

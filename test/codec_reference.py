@@ -1,8 +1,10 @@
 """Kyutai's reference Mimi (the ``moshi`` package) for parity tests and benchmarks.
 
-Needs ``moshi`` (installed by ``.ci/setup`` with ``--no-deps``); nothing else in facebot imports
-it. Set ``NO_TORCH_COMPILE=1`` and ``NO_CUDA_GRAPH=1`` before importing moshi on CPU (done here
-when this module is imported first).
+A test oracle, not part of the package: the tests and bench/ import it from test/. Needs
+``moshi`` (installed by ``.ci/setup`` with ``--no-deps``). moshi reads ``NO_TORCH_COMPILE`` when
+its modules are imported (its lazy ``torch.compile`` wrappers are decided then), so
+:func:`build_reference` imports moshi inside :func:`moshi_on_cpu`, which sets the variables only
+for that block and restores the environment afterwards.
 
 A fresh moshi Mimi has all-zero codebooks (they are learnt by k-means at the first training
 batch), which would make every code 0. :func:`build_reference` therefore fills them with random
@@ -13,16 +15,33 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 import torch
 
-from .codec import MimiConfig
+from facebot.model.codec import MimiConfig
 
-os.environ.setdefault("NO_TORCH_COMPILE", "1")
-os.environ.setdefault("NO_CUDA_GRAPH", "1")
+__all__ = ["speech_like", "build_reference", "fill_codebooks", "moshi_on_cpu"]
 
-__all__ = ["speech_like", "build_reference", "fill_codebooks"]
+# moshi's switches for CPU runs: no torch.compile (~20 s of lazy compiling), no CUDA graphs
+_MOSHI_CPU_ENV = {"NO_TORCH_COMPILE": "1", "NO_CUDA_GRAPH": "1"}
+
+
+@contextmanager
+def moshi_on_cpu() -> Iterator[None]:
+    """Set moshi's CPU switches (unless already set) for the block; restore the environment after."""
+    saved = {k: os.environ.get(k) for k in _MOSHI_CPU_ENV}
+    for key, value in _MOSHI_CPU_ENV.items():
+        os.environ.setdefault(key, value)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def speech_like(n_samples: int, sample_rate: int = 24000, seed: int = 0,
@@ -85,12 +104,13 @@ def fill_codebooks(ref, calib: torch.Tensor, seed: int = 0) -> None:
 def build_reference(cfg: Optional[MimiConfig] = None, seed: int = 0, calib_frames: int = 25):
     """moshi ``MimiModel`` for ``cfg`` with random weights (``torch.manual_seed(seed)``) and
     codebooks filled by :func:`fill_codebooks` on a speech-like clip; eval mode, CPU."""
-    from moshi.models import loaders
-
     cfg = MimiConfig.mimi() if cfg is None else cfg
     torch.manual_seed(seed)
-    ref = loaders.get_mimi(None, mimi_config=cfg.moshi_config(), device="cpu",
-                           num_codebooks=cfg.num_codebooks)
+    with moshi_on_cpu():
+        from moshi.models import loaders
+
+        ref = loaders.get_mimi(None, mimi_config=cfg.moshi_config(), device="cpu",
+                               num_codebooks=cfg.num_codebooks)
     ref.eval()
     calib = speech_like(calib_frames * cfg.frame_size, cfg.sample_rate, seed=seed + 1000)
     fill_codebooks(ref, calib, seed=seed)
