@@ -196,6 +196,13 @@ def test_bag_has_joint_states_and_controller_commands(sample_run):
     assert list(traj.joint_names) == joints and len(traj.points) >= 1
 
 
+def test_head_is_timed_as_its_own_stage(sample_run):
+    """The session ticks the head driver itself; recording the commands is billed to "record"."""
+    out, _ = sample_run
+    latency = json.loads((out / "summary.json").read_text())["latency_ms"]
+    assert {"head", "record", "step"} <= set(latency)
+
+
 def test_face_video_and_plot(sample_run):
     import av
 

@@ -1,10 +1,11 @@
 """Input sources (pipeline/sources.py): a file replayed in chunks stamped as if captured, a
-truncated file, video frames served by time, and the real-time pacer."""
+truncated file, video frames served by time, and the real-time pacer. A file is decoded a block
+at a time: the same chunks and stamps as the whole file sliced, and a bad one still refused at open."""
 import numpy as np
 import pytest
 import soundfile as sf
 
-from facebot.audio.files import AudioFileError
+from facebot.audio.files import AudioFileError, read_audio
 from facebot.pipeline import sources
 from facebot.pipeline.sources import FileAudioSource, FrameTimeline, Pacer, SourceError, VideoSource
 
@@ -122,3 +123,25 @@ def test_pacer_sleeps_until_each_chunk_is_due(monkeypatch):
     clock[0] += 0.050  # behind: no sleep, no catching up by skipping
     pacer.wait_until(0.040)
     assert len(slept) == 1
+
+
+def test_file_source_chunks_equal_the_whole_file_sliced(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (44100 * 3 + 123, 2)).astype(np.float32)  # several blocks, the last one short
+    path = wav(tmp_path / "in.wav", x, 44100)
+    source = FileAudioSource(path, T0)
+    data, info = read_audio(path)
+    assert source.info == info
+    chunks = list(source)
+    starts = range(0, data.shape[0], source.chunk)
+    assert len(chunks) == len(starts)
+    for chunk, start in zip(chunks, starts):
+        assert chunk.sample_rate == 44100 and chunk.stamp_ns == T0 + start * 1_000_000_000 // 44100
+        assert np.array_equal(chunk.samples, data[start:start + source.chunk])
+
+
+def test_a_file_with_nan_past_the_first_block_is_refused_at_open(tmp_path):
+    x = np.zeros(48000 * 2, np.float32)
+    x[70000] = np.nan
+    with pytest.raises(AudioFileError, match="NaN or infinite"):
+        FileAudioSource(wav(tmp_path / "nan.wav", x, 48000), T0)

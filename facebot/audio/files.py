@@ -10,6 +10,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -56,8 +57,8 @@ def _wav_declared_data_bytes(path: Path) -> tuple[int, int] | None:
             f.seek(clen + (clen & 1), os.SEEK_CUR)
 
 
-def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, AudioFileInfo]:
-    """Whole file -> (float32 [frames, channels] in [-1, 1], info). Raises AudioFileError."""
+def _checked_header(path: str | os.PathLike) -> tuple[Path, "sf._SoundFileInfo", str]:
+    """(path, libsndfile's info, a truncation note or "") once the file is known to be usable audio."""
     p = Path(path)
     if not p.exists():
         raise AudioFileError(f"{p}: no such file")
@@ -80,15 +81,47 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, AudioFileInfo]:
             f"{p}: truncated: header declares {declared[0]} bytes of audio, file holds "
             f"{declared[1]}; using the {info.frames / info.samplerate:.2f} s present"
         )
+    return p, info, note
+
+
+def _check_finite(p: Path, data: np.ndarray) -> None:
+    if not np.isfinite(data).all():
+        raise AudioFileError(f"{p}: contains NaN or infinite samples")
+
+
+def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, AudioFileInfo]:
+    """Whole file -> (float32 [frames, channels] in [-1, 1], info). Raises AudioFileError."""
+    p, info, note = _checked_header(path)
     try:
         data, rate = sf.read(str(p), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioFileError(f"{p}: could not decode audio ({_short(err)})") from None
     if data.shape[0] == 0:
         raise AudioFileError(f"{p}: contains no audio samples")
-    if not np.isfinite(data).all():
-        raise AudioFileError(f"{p}: contains NaN or infinite samples")
+    _check_finite(p, data)
     return data, AudioFileInfo(str(p), int(rate), int(data.shape[1]), int(data.shape[0]), info.subtype, note)
+
+
+def scan_audio(path: str | os.PathLike, block_frames: int = 1 << 16) -> AudioFileInfo:
+    """``read_audio``'s checks over the whole file, decoded block by block and not kept: a long
+    recording is refused (or described) before a session starts, without holding it."""
+    p, info, note = _checked_header(path)
+    frames = sum(block.shape[0] for block in audio_blocks(p, block_frames))
+    if frames == 0:
+        raise AudioFileError(f"{p}: contains no audio samples")
+    return AudioFileInfo(str(p), int(info.samplerate), int(info.channels), frames, info.subtype, note)
+
+
+def audio_blocks(path: str | os.PathLike, block_frames: int) -> Iterator[np.ndarray]:
+    """The file decoded ``block_frames`` at a time (float32 ``[frames, channels]``)."""
+    p = Path(path)
+    try:
+        with sf.SoundFile(str(p)) as f:
+            for block in f.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
+                _check_finite(p, block)
+                yield block
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioFileError(f"{p}: could not decode audio ({_short(err)})") from None
 
 
 def write_wav(path: str | os.PathLike, samples: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> None:

@@ -21,9 +21,11 @@ class EchoSide:
     the robot's echo to each frame, the echo stage (if any) removes it; both are told what
     the robot played, stamped with when it is heard."""
 
-    def __init__(self, stage=None, room=None, trace: EchoTrace | None = None) -> None:
+    def __init__(self, stage=None, room=None, trace: EchoTrace | None = None, mic_sink=None) -> None:
+        """``mic_sink`` (samples -> None) is handed each microphone frame as heard, before the
+        echo stage (a session writes it to mic.wav as it goes)."""
         self.stage, self.room, self.trace = stage, room, trace
-        self.mic: list[np.ndarray] = []
+        self.mic_sink = mic_sink
         self.stage_ms: list[float] = []  # the echo stage's time per 80 ms frame
         self._last_mic = None
 
@@ -33,7 +35,8 @@ class EchoSide:
         if self.stage is None and self.room is None:
             return frame, None
         self._last_mic = frame.samples
-        self.mic.append(frame.samples)
+        if self.mic_sink is not None:
+            self.mic_sink(frame.samples)
         if self.stage is None:
             return frame, None
         t0 = time.perf_counter()

@@ -1,5 +1,9 @@
 """Writes one session's outputs into a folder: WAVs, the FLAME track, a rosbag2 MCAP.
 
+Everything is written as the session runs (the WAVs, joints.csv, the transcript and the bag)
+or kept on disk until it ends (the FLAME track, the plot's envelopes and commands), so that
+the recorder's memory does not grow with the session's length.
+
 Everything is written into ``<out>.partial`` and renamed to ``<out>`` only when the session
 ends cleanly, so a folder that exists under its final name is always complete; a failed
 session leaves nothing behind. With ``replace`` (``--force``, checked by
@@ -12,17 +16,20 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from facebot import interfaces
-from facebot.audio.files import write_wav
-from facebot.audio.framing import FRAME_NS, MODEL_RATE
+from facebot.audio.framing import MODEL_RATE
 from facebot.bagio import BagRecorder
-from facebot.face.flame import FlameTrack
 from facebot.io.atomic import atomic_write_text
 from facebot.io.outputs import publish
 from facebot.pipeline import head as head_io
 from facebot.pipeline.duplex import StepResult
+from facebot.pipeline.flame_spool import FlameSpool
 from facebot.pipeline.head import HeadDriver
+from facebot.pipeline.session_audio import SessionAudio, pcm16_ready
+from facebot.pipeline.spool import Spool
+from facebot.robot.actuators import JointCommand
 
 TOPICS = {
     "/audio/in": "facebot/msg/AudioChunk",
@@ -32,21 +39,24 @@ TOPICS = {
 }
 IMAGE_TOPIC = "/camera/image_raw/compressed"
 USER_FLAME_TOPIC = "/face/user_flame"  # the user's perceived face on the model's clock
+SCRATCH = ".recording"  # inside the partial folder: what is kept on disk until the session ends
 
 
 class SessionRecorder:
     def __init__(self, out_dir: str | Path, backend: str, with_video: bool = False,
                  head: HeadDriver | None = None, renderer=None, deterministic: bool = False,
                  plot: bool = True, replace: bool = False) -> None:
-        """``head`` adds joint commands (CSV + bag topics); ``renderer`` (FLAME -> RGB) adds
-        the face-display video; ``plot`` the session.png."""
+        """``head`` adds joint commands (CSV + bag topics; the session steps the driver and hands
+        its commands to ``add``); ``renderer`` (FLAME -> RGB) adds the face-display video;
+        ``plot`` the session.png."""
         self.out_dir = Path(out_dir)
         if self.out_dir.exists() and not replace:
             raise FileExistsError(f"{self.out_dir}: output folder already exists")
         self.partial = self.out_dir.with_name(self.out_dir.name + ".partial")
         if self.partial.exists():
             shutil.rmtree(self.partial)
-        self.partial.mkdir(parents=True)
+        self.scratch = self.partial / SCRATCH
+        self.scratch.mkdir(parents=True)
         self.backend = backend
         self.with_video = with_video
         topics = dict(TOPICS)
@@ -59,30 +69,35 @@ class SessionRecorder:
         self.renderer = renderer
         self.deterministic = deterministic
         self.plot = plot
-        self._commands = []
+        self.commands = 0
         self._csv = None
+        # send time (s since t0) and positions of each command, for the plot
+        self._command_track = Spool(self.scratch / "commands", np.float64,
+                                    (1 + len(head.controller.joint_names),)) if head is not None else None
+        self.audio = SessionAudio(self.partial, self.scratch, keep_robot=renderer is not None)
+        self.flame = FlameSpool(self.scratch)
+        self._transcript = open(self.partial / "transcript.txt", "w")
+        self._mic = None  # mic.wav, with a loudspeaker: the microphone before echo cancellation
         self.bag = BagRecorder(self.partial / "bag", topics)
         self.bag.__enter__()
-        self._user: list[np.ndarray] = []
-        self._robot: list[np.ndarray] = []
-        self._flame = []
-        self._words: list[tuple[float, str]] = []
+        self.frames = 0
         self._t0_ns: int | None = None
         self._lead_samples = 0
         self._last_image_stamp: int | None = None
 
-    def add(self, r: StepResult) -> None:
+    def add(self, r: StepResult, commands: list[JointCommand] = ()) -> None:
+        """Records one step and the head's commands ticked up to it."""
         if self._t0_ns is None:
             self._t0_ns = r.capture_stamp_ns
             # Output frame 0 is heard this long after input frame 0 was captured.
             self._lead_samples = int(round((r.audio_stamp_ns - r.capture_stamp_ns) * MODEL_RATE / 1e9))
-        if self.head is not None:
-            self._add_commands(self.head.advance(r, now_ns=r.capture_stamp_ns + FRAME_NS))
-        self._user.append(r.user_audio)
-        self._robot.append(r.robot_audio)
-        self._flame.extend(r.flame)
+            self.audio.delay_robot(self._lead_samples)
+        self._add_commands(commands)
+        self.audio.add(r.user_audio, r.robot_audio)
+        self.flame.append(r.flame)
+        self.frames += 1
         if r.output.text:
-            self._words.append(((r.audio_stamp_ns - self._t0_ns) / 1e9, r.output.text))
+            self._transcript.write(f"{(r.audio_stamp_ns - self._t0_ns) / 1e9:8.2f}  {r.output.text}\n")
         w = self.bag.write
         w("/audio/in", r.capture_stamp_ns, interfaces.audio_to_msg(r.user_audio, MODEL_RATE, r.capture_stamp_ns, frame_id="microphone"))
         w("/audio/out", r.audio_stamp_ns, interfaces.audio_to_msg(r.robot_audio, MODEL_RATE, r.audio_stamp_ns, frame_id="speaker"))
@@ -99,6 +114,12 @@ class SessionRecorder:
             backend=self.backend,
         ))
 
+    def add_mic(self, samples: np.ndarray) -> None:
+        """Records a microphone frame as heard, before echo cancellation (mic.wav)."""
+        if self._mic is None:
+            self._mic = sf.SoundFile(str(self.partial / "mic.wav"), "w", MODEL_RATE, 1, subtype="PCM_16")
+        self._mic.write(pcm16_ready(samples))
+
     def _add_commands(self, commands) -> None:
         if not commands:
             return
@@ -108,7 +129,8 @@ class SessionRecorder:
         self._csv.write(head_io.csv_rows(commands, self._t0_ns))
         for topic, stamp, msg in head_io.command_messages(commands, self.head.controller):
             self.bag.write(topic, stamp, msg)
-        self._commands.extend(commands)
+        self._command_track.append([[(c.stamp_ns - self._t0_ns) / 1e9, *c.positions] for c in commands])
+        self.commands += len(commands)
 
     def add_image(self, rgb: np.ndarray, stamp_ns: int) -> None:
         """Records a camera frame once (JPEG), the first time the loop uses it."""
@@ -124,66 +146,61 @@ class SessionRecorder:
         self.bag.write(IMAGE_TOPIC, stamp_ns, msg)
         self._last_image_stamp = stamp_ns
 
-    @property
-    def frames(self) -> int:
-        return len(self._user)
-
     def finish(self, summary: dict) -> Path:
         """Writes the files, closes the bag and publishes the folder under its final name."""
         self.bag.__exit__(None, None, None)
-        user = np.concatenate(self._user) if self._user else np.zeros(0, np.float32)
-        robot = np.concatenate([np.zeros(self._lead_samples, np.float32)] + self._robot)
-        n = max(user.shape[0], robot.shape[0])
-        user_full = np.pad(user, (0, n - user.shape[0]))
-        robot_full = np.pad(robot, (0, n - robot.shape[0]))
-        write_wav(self.partial / "robot.wav", robot_full, MODEL_RATE)
-        write_wav(self.partial / "user.wav", user_full, MODEL_RATE)
-        write_wav(self.partial / "conversation.wav", np.stack([user_full, robot_full], axis=1), MODEL_RATE)
-        track = FlameTrack.from_frames(self._flame)
-        track.save_npz(self.partial / "flame.npz")
+        n = self.audio.finish()
+        self.flame.save_npz(self.partial / "flame.npz")
         if self._csv is not None:
             self._csv.close()
+        self._transcript.close()
         if self.plot:
-            self._write_plot(robot_full, user_full, track)
+            self._write_plot()
         if self.renderer is not None:
-            from facebot.pipeline.media import frames_on_grid, write_face_video
+            from facebot.pipeline.media import grid_indices, write_face_video
 
             count = int(np.ceil(n / MODEL_RATE * 25))
-            write_face_video(self.partial / "face.mp4", frames_on_grid(self._flame, self._t0_ns, count),
-                             self.renderer, robot_full, MODEL_RATE)
-        (self.partial / "transcript.txt").write_text(
-            "".join(f"{t:8.2f}  {text}\n" for t, text in self._words)
-        )
-        summary = {**summary, "t0_ns": self._t0_ns, "frames": self.frames, "flame_frames": len(self._flame),
+            frames = self.flame.frames_at(grid_indices(self.flame.field("stamp_ns"), self._t0_ns, count))
+            write_face_video(self.partial / "face.mp4", frames, self.renderer, self.audio.robot.keep, MODEL_RATE)
+        summary = {**summary, "t0_ns": self._t0_ns, "frames": self.frames, "flame_frames": len(self.flame),
                    "robot_lead_samples": self._lead_samples, "bag_counts": dict(self.bag.counts)}
         if self.head is not None:
-            summary["head"] = {"lead_ms": self.head.lead_ms, "commands": len(self._commands),
+            summary["head"] = {"lead_ms": self.head.lead_ms, "commands": self.commands,
                                "timeline_restarts": self.head.timeline_restarts,
                                "counters": dict(self.head.controller.counters)}
         atomic_write_text(self.partial / "summary.json", json.dumps(summary, indent=2))
+        self._close_scratch()
+        shutil.rmtree(self.scratch)
         return publish(self.partial, self.out_dir)
 
-    def _write_plot(self, robot, user, track: FlameTrack) -> None:
+    def _write_plot(self) -> None:
         from facebot.pipeline.plots import plot_session
 
-        t = (track.stamp_ns - self._t0_ns) / 1e9
+        t = (self.flame.field("stamp_ns") - self._t0_ns) / 1e9
         kwargs = {}
-        if self._commands:
+        if self.commands:
             names = list(self.head.controller.joint_names)
-            pos = np.stack([c.positions for c in self._commands])
+            shown = [n for n in names if n == "jaw" or n.startswith("neck_")]
+            command_t, *columns = self._command_track.columns([0] + [1 + names.index(n) for n in shown])
+            commands = dict(zip(shown, columns))
             kwargs = dict(
-                command_t_s=np.array([(c.stamp_ns - self._t0_ns) / 1e9 for c in self._commands]),
-                command_jaw=pos[:, names.index("jaw")] if "jaw" in names else None,
-                command_neck={n: pos[:, names.index(n)] for n in names if n.startswith("neck_")},
+                command_t_s=command_t,
+                command_jaw=commands.get("jaw"),
+                command_neck={n: v for n, v in commands.items() if n != "jaw"},
                 lead_s=self.head.lead_ms / 1000.0,
             )
-        plot_session(self.partial / "session.png", robot, user, MODEL_RATE, t, track.jaw_pose[:, 0],
-                     track.neck_pose, **kwargs)
+        plot_session(self.partial / "session.png", self.audio.robot.envelope.values(),
+                     self.audio.user.envelope.values(), t, self.flame.field("jaw_pose")[:, 0],
+                     self.flame.field("neck_pose"), **kwargs)
+
+    def _close_scratch(self) -> None:
+        for f in (self._csv, self._transcript, self._mic, self._command_track, self.audio, self.flame):
+            if f is not None:
+                f.close()
 
     def abort(self) -> None:
         """Drops everything written so far: no half-finished folder is left behind."""
-        if self._csv is not None:
-            self._csv.close()
+        self._close_scratch()
         try:
             self.bag.__exit__(RuntimeError, RuntimeError("aborted"), None)
         except Exception:  # the bag is being thrown away anyway

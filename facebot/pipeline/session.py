@@ -1,4 +1,4 @@
-"""One standalone duplex session: source -> framer -> loop -> recorder (and speaker).
+"""One standalone duplex session: source -> framer -> loop -> head driver -> recorder (and speaker).
 
 This is what `facebot run` drives. File input runs as fast as the machine allows (or paced
 with ``realtime``); microphone input runs on the device's clock.
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from facebot.pipeline.echo_side import EchoSide, EchoTrace
 from facebot.pipeline.recorder import SessionRecorder
 from facebot.pipeline.sources import FileAudioSource, MicrophoneSource, Pacer, SourceError, VideoSource
 
-STAGES = ("echo", "vad", "perception", "backend", "face", "record", "step")
+STAGES = ("echo", "vad", "perception", "backend", "face", "head", "record", "step")
 DRAIN_MAX_FRAMES = 125  # at most 10 s of the robot finishing after the input ends
 
 
@@ -28,7 +29,7 @@ class SessionReport:
     frames: int
     audio_s: float
     compute_s: float
-    timings_ms: dict[str, list[float]] = field(default_factory=dict)
+    timings_ms: dict[str, array] = field(default_factory=dict)  # per stage, ms per step
     notes: list[str] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
     echo: dict | None = None  # what the echo canceller did (and achieved, in a simulated room)
@@ -91,9 +92,10 @@ def run_session(
     recorder = SessionRecorder(out_dir, loop.backend.describe(), with_video=video is not None,
                                head=head, renderer=renderer, deterministic=deterministic, plot=plot,
                                replace=replace)
-    io = EchoSide(echo, room, EchoTrace() if room is not None else None)
+    io = EchoSide(echo, room, EchoTrace() if room is not None else None,
+                  mic_sink=recorder.add_mic if echo is not None or room is not None else None)
     framer = AudioFramer()
-    timings: dict[str, list[float]] = {s: [] for s in STAGES}
+    timings: dict[str, array] = {s: array("d") for s in STAGES}  # 8 bytes a value, not a float object
     total_frames = None
     if getattr(source, "duration_s", None):
         total_frames = math.ceil(source.duration_s * 1e9 / FRAME_NS)
@@ -106,12 +108,12 @@ def run_session(
             if pacer is not None:
                 pacer.wait_until((chunk.stamp_ns - source.t0_ns) / 1e9)
             for frame in framer.push(chunk.samples, chunk.sample_rate, chunk.stamp_ns):
-                last = _step(loop, frame, video, speaker, recorder, timings, bar, io)
+                last = _step(loop, frame, video, speaker, head, recorder, timings, bar, io)
         for frame in framer.flush():
-            last = _step(loop, frame, video, speaker, recorder, timings, bar, io)
+            last = _step(loop, frame, video, speaker, head, recorder, timings, bar, io)
         if last is None:  # e.g. a bag whose audio topic is empty, or all of it dropped
             raise SourceError(f"no usable audio in the input{_drops(source)}; nothing written")
-        _drain(loop, last, video, speaker, recorder, timings, bar, io)
+        _drain(loop, last, video, speaker, head, recorder, timings, bar, io)
         compute_s = time.perf_counter() - t_start
         report = SessionReport(
             out_dir=Path(out_dir),
@@ -128,10 +130,6 @@ def run_session(
         if io.stage is not None or io.room is not None:
             summary["echo"] = io.summary()
             report.echo = summary["echo"]
-            from facebot.audio.files import write_wav
-
-            write_wav(recorder.partial / "mic.wav", np.concatenate(io.mic) if io.mic else np.zeros(0, np.float32),
-                      MODEL_RATE)
         recorder.finish(summary)
         return report
     except BaseException:
@@ -144,7 +142,7 @@ def run_session(
             video.close()
 
 
-def _step(loop, frame, video, speaker, recorder, timings, bar, io) -> StepResult:
+def _step(loop, frame, video, speaker, head, recorder, timings, bar, io) -> StepResult:
     image = image_stamp = None
     if video is not None:
         got = video.frame_at(frame.stamp_ns + FRAME_NS)
@@ -163,8 +161,13 @@ def _step(loop, frame, video, speaker, recorder, timings, bar, io) -> StepResult
     if speaker is not None:
         speaker.play(result.robot_audio)
     io.after_step(result)
+    commands = []
+    if head is not None:
+        t0 = time.perf_counter()
+        commands = head.advance(result, now_ns=result.capture_stamp_ns + FRAME_NS)
+        result.timings_ms["head"] = (time.perf_counter() - t0) * 1000.0
     t0 = time.perf_counter()
-    recorder.add(result)
+    recorder.add(result, commands)
     result.timings_ms["record"] = (time.perf_counter() - t0) * 1000.0
     for stage in STAGES:
         if stage in result.timings_ms:
@@ -174,7 +177,7 @@ def _step(loop, frame, video, speaker, recorder, timings, bar, io) -> StepResult
     return result
 
 
-def _drain(loop, last: StepResult, video, speaker, recorder, timings, bar, io) -> None:
+def _drain(loop, last: StepResult, video, speaker, head, recorder, timings, bar, io) -> None:
     """Feeds silence after the input ends until the robot has finished its sentence."""
     stamp, index = last.capture_stamp_ns, last.index
     for _ in range(DRAIN_MAX_FRAMES):
@@ -183,7 +186,7 @@ def _drain(loop, last: StepResult, video, speaker, recorder, timings, bar, io) -
         stamp += FRAME_NS
         index += 1
         silence = AudioFrame(np.zeros(FRAME_SAMPLES, np.float32), stamp, index, filled_ns=FRAME_NS)
-        last = _step(loop, silence, video, speaker, recorder, timings, bar, io)
+        last = _step(loop, silence, video, speaker, head, recorder, timings, bar, io)
 
 
 def _drops(source) -> str:

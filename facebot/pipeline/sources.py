@@ -14,7 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
-from facebot.audio.files import read_audio
+from facebot.audio.files import audio_blocks, scan_audio
 from facebot.errors import FacebotError
 
 NS_PER_S = 1_000_000_000
@@ -32,10 +32,15 @@ class SourceError(FacebotError):
 
 
 class FileAudioSource:
-    """Replays a file in small chunks, stamped as if captured from ``t0_ns`` on."""
+    """Replays a file in small chunks, stamped as if captured from ``t0_ns`` on.
+
+    The file is checked whole when opened (a bad one is refused before the session starts) and
+    then decoded a block at a time as it is replayed: an hours-long file is never held whole."""
+
+    CHUNKS_PER_BLOCK = 50
 
     def __init__(self, path: str | Path, t0_ns: int, chunk_ms: float = 20.0) -> None:
-        self.data, self.info = read_audio(path)  # raises AudioFileError
+        self.info = scan_audio(path)  # raises AudioFileError
         self.t0_ns = t0_ns
         self.chunk = max(1, int(round(self.info.sample_rate * chunk_ms / 1000.0)))
 
@@ -45,10 +50,12 @@ class FileAudioSource:
 
     def __iter__(self) -> Iterator[AudioChunkIn]:
         rate = self.info.sample_rate
-        for start in range(0, self.data.shape[0], self.chunk):
-            yield AudioChunkIn(
-                self.data[start:start + self.chunk], rate, self.t0_ns + start * NS_PER_S // rate
-            )
+        start = 0
+        for block in audio_blocks(self.info.path, self.chunk * self.CHUNKS_PER_BLOCK):
+            for offset in range(0, block.shape[0], self.chunk):
+                yield AudioChunkIn(block[offset:offset + self.chunk], rate,
+                                   self.t0_ns + (start + offset) * NS_PER_S // rate)
+            start += block.shape[0]
 
 
 class MicrophoneSource:
