@@ -21,7 +21,8 @@ from facebot.pipeline.backend import DuplexOutput, SpeechBackend, UserActivity
 from facebot.pipeline.duplex import DialogueStateKind, DuplexLoop, StepResult
 from facebot.pipeline.head import HeadDriver
 from facebot.pipeline.recorder import SCRATCH, SessionRecorder
-from facebot.robot.actuators import HeadController, load_head_config
+from facebot.robot.head_config import load_head_config
+from facebot.robot.head_controller import HeadController
 
 T0 = 1_700_000_000_000_000_000
 PLAYOUT_MS = 20.0

@@ -7,7 +7,7 @@ from typing import Optional, Union
 import torch
 import torch.nn.functional as F
 
-from facebot.model.conv import linear as few_rows_linear
+from facebot.model.conv import few_rows_linear
 
 
 class QuantWeight:

@@ -29,7 +29,7 @@ from facebot.pipeline.flame_spool import FlameSpool
 from facebot.pipeline.head import HeadDriver
 from facebot.pipeline.session_audio import SessionAudio, pcm16_ready
 from facebot.pipeline.spool import Spool
-from facebot.robot.actuators import JointCommand
+from facebot.robot.joint_command import JointCommand
 
 TOPICS = {
     "/audio/in": "facebot/msg/AudioChunk",
