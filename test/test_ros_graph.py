@@ -240,22 +240,6 @@ def test_live_parameter_changes_accepted_and_refused(graph):
             assert r['successful'], r
 
 
-def test_the_voice_waits_for_the_head_lead(graph, utterance):
-    """One lip-sync rule across nodes: the dialogue holds the voice back by the head driver's
-    lead + one face frame (head/lead_ms, latched), follows a live lead change, and refuses a
-    playout delay below it with the reason."""
-    refused = graph.probe('set', '/dialogue:playout_delay_ms=60.0')['results'][0]
-    assert not refused['successful'] and "head's lead 40.0 ms" in refused['reason'], refused
-    assert graph.probe('set', '/head_driver:lead_ms=70.0')['results'][0]['successful']
-    try:
-        out = graph.probe('converse', '--wav', str(utterance), '--tail-s', '1')
-        loop = out['diagnostics']['dialogue: duplex loop']['values']
-        assert float(loop['head lead ms']) == 70.0
-        assert float(loop['playout delay ms']) >= 110.0 - 1e-6  # 70 ms lead + one 40 ms frame
-    finally:
-        assert graph.probe('set', '/head_driver:lead_ms=40.0')['results'][0]['successful']
-
-
 # ------------------------------------------------------------------------------------------
 # end to end
 
@@ -373,6 +357,22 @@ def test_recorded_bag_reads_back(conversation, tmp_path):
 
 # ------------------------------------------------------------------------------------------
 # bad input, e-stop
+
+
+def test_the_voice_waits_for_the_head_lead(graph, utterance):
+    """One lip-sync rule across nodes: the dialogue holds the voice back by the head driver's
+    lead + one face frame (head/lead_ms, latched), follows a live lead change, and refuses a
+    playout delay below it with the reason."""
+    refused = graph.probe('set', '/dialogue:playout_delay_ms=60.0')['results'][0]
+    assert not refused['successful'] and "head's lead 40.0 ms" in refused['reason'], refused
+    assert graph.probe('set', '/head_driver:lead_ms=70.0')['results'][0]['successful']
+    try:
+        out = graph.probe('converse', '--wav', str(utterance), '--tail-s', '1')
+        loop = out['diagnostics']['dialogue: duplex loop']['values']
+        assert float(loop['head lead ms']) == 70.0
+        assert float(loop['playout delay ms']) >= 110.0 - 1e-6  # 70 ms lead + one 40 ms frame
+    finally:
+        assert graph.probe('set', '/head_driver:lead_ms=40.0')['results'][0]['successful']
 
 
 def test_malformed_messages_are_counted_and_nodes_survive(graph):
