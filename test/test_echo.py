@@ -145,6 +145,26 @@ def test_missing_and_late_reference_pass_audio_through_and_are_counted():
     assert stage.reference_status.startswith("reference missing")
 
 
+def test_frames_are_marked_echo_suppressed_while_the_reference_is_active_and_a_hold_after():
+    far = speechlike(1.6, 2)
+    far[FRAME_SAMPLES * 10:] = 0.0  # the robot talks for 0.8 s, then is silent
+    mic = echo_of(far, 40.0)
+    stage = EchoInputStage(EchoStageConfig(suppression_hold_ms=400.0))
+    marks = []
+    for k in range(mic.shape[0] // FRAME_SAMPLES):
+        sl = slice(k * FRAME_SAMPLES, (k + 1) * FRAME_SAMPLES)
+        stage.add_reference(far[sl], R, T0 + k * FRAME_NS)
+        marks.append(stage.process(AudioFrame(mic[sl], T0 + k * FRAME_NS, k)).echo_suppressed)
+    # the reference is read at the frames' own stamps (default guess): active in frames 0-9,
+    # then held for 400 ms = 5 frames
+    assert marks[:15] == [True] * 15 and not any(marks[15:])
+    off = EchoInputStage(EchoStageConfig(echo_cancellation=False))
+    off.add_reference(far[:FRAME_SAMPLES], R, T0)
+    assert not off.process(AudioFrame(mic[:FRAME_SAMPLES], T0, 0)).echo_suppressed
+    missing = EchoInputStage()  # no reference: the echo passes, nothing holds the user back
+    assert not missing.process(AudioFrame(mic[:FRAME_SAMPLES], T0, 0)).echo_suppressed
+
+
 def test_bad_input_is_refused_or_handled_never_raised():
     stage = EchoInputStage()
     assert not stage.add_reference(np.zeros(0, np.float32), R, T0)

@@ -52,6 +52,7 @@ class EchoInputStage:
         self._next_estimate: int | None = None
         self._missing_run = 0  # consecutive frames without reference
         self._late_run = 0  # consecutive reference chunks that came too late
+        self._reference_active_end: int | None = None  # mic sample after the last frame with an active reference
         self.shift_ms = self._target_shift(c.echo_delay_ms)  # reference read this much before the mic
 
     def _echo_config(self, c: EchoStageConfig) -> EchoConfig:
@@ -148,7 +149,21 @@ class EchoInputStage:
         self._consumed_end = start - shift + n
         if c.echo_cancellation and c.track_delay:
             self._maybe_estimate(start + n)
-        return dataclasses.replace(frame, samples=cleaned)
+        return dataclasses.replace(frame, samples=cleaned,
+                                   echo_suppressed=self._echo_suppressed(reference, start + n))
+
+    def _echo_suppressed(self, reference: np.ndarray, end: int) -> bool:
+        """Whether AEC3 is at work on the robot's voice in the frame ending at ``end``: its
+        reference had an active 10 ms block in it or within ``suppression_hold_ms``."""
+        if not self.canceller.config.echo_cancellation:
+            return False
+        block = self.canceller.block
+        blocks = reference[: reference.shape[0] // block * block].reshape(-1, block)
+        level = block * 10 ** (self.canceller.config.erle_reference_dbfs / 10.0)
+        if blocks.size and float(np.max(np.einsum("ij,ij->i", blocks, blocks))) > level:
+            self._reference_active_end = end
+        hold = int(self.config.suppression_hold_ms * self.rate / 1000.0)
+        return self._reference_active_end is not None and end - self._reference_active_end <= hold
 
     def _maybe_estimate(self, mic_end: int) -> None:
         d = self.config.delay
