@@ -33,6 +33,9 @@ class AudioFrame:
     # active): its suppressor holds back the first syllables of a user who talks over the
     # robot, so the VAD confirms an onset sooner (facebot.audio.vad.VadConfig).
     echo_suppressed: bool = False
+    # What the VAD hears when it differs from ``samples``: the echo canceller's output before
+    # noise suppression (facebot.audio.echo).
+    vad_samples: np.ndarray | None = None
 
 
 @dataclass

@@ -43,6 +43,9 @@ class EchoStageConfig(Settings):
     # reference is active and this long after: its echo comes up to aec_span_ms later and
     # rings on with the room.
     suppression_hold_ms: float = setting(500.0, unit=MS, ge=0, le=5000)
+    # ... but only once AEC3 had this much robot speech since it (re)started: before it has
+    # converged its echo leaks must not count as the user.
+    suppression_settle_s: float = setting(1.0, unit="s", ge=0, le=60)
     history_s: float = setting(6.0, unit="s", gt=0, le=60, doc="reference and microphone audio kept")
     delay: DelayConfig = setting(default_factory=DelayConfig)
 

@@ -97,7 +97,10 @@ class DuplexLoop:
         timings: dict[str, float] = {}
 
         t0 = time.perf_counter()
-        user = self._user_activity(samples, frame.echo_suppressed)
+        heard = samples if frame.vad_samples is None else np.asarray(frame.vad_samples, np.float32)
+        if heard.shape != samples.shape:
+            raise ValueError(f"duplex step needs VAD samples shaped like the frame, got {heard.shape}")
+        user = self._user_activity(heard, frame.echo_suppressed)
         timings["vad"] = _ms(t0)
 
         t0 = time.perf_counter()
