@@ -189,8 +189,9 @@ class VadConfig:
       (``AudioFrame.echo_suppressed``) one window makes an onset. AEC3's residual-echo
       suppressor already holds a user who talks over the robot back for ~50-150 ms and lets
       the speech through only once it dominates the echo, so that hold is the confirmation a
-      second window would give, and waiting for it again made barge-in 30 ms later. (The
-      suppressor's echo leaks score at most 0.11 in the bench's rooms: bench/bench_echo.py.)
+      second window would give, and waiting for it again made barge-in 30 ms later. (Once
+      AEC3 has settled, its echo leaks scored at most 0.12 in the bench's rooms, 0.35 with an
+      unreported 700 ms delay: bench/bench_echo.py.)
     """
 
     threshold: float = 0.5
