@@ -104,11 +104,10 @@ def test_interruption_detected_and_its_words_survive(backend, with_aec):
     assert len(set(dry) & cleaned) >= len(set(dry)) // 2
 
 
-@pytest.mark.parametrize("seed", [SEED, pytest.param(1, marks=pytest.mark.xfail(
-    strict=True, reason="known gap: AEC3's suppressor holds a user who starts under the robot's echo back "
-    "for ~130 ms, so the barge-in comes 165-177 ms after the onset in two rooms of five "
-    "(headphones: 80-100 ms, see bench/bench_echo.py)"))])
+@pytest.mark.parametrize("seed", range(5))
 def test_double_talk_barge_in_within_150_ms(backend, with_aec, seed):
+    """In every seeded room (bench_echo.py synthesises the voices in one process, where espeak's
+    audio differs slightly: there one interruption of five came 177 ms after its onset)."""
     scenario, _, _, results, m = with_aec if seed == SEED else session(backend, aec=True, seed=seed)
     latency = interruption_latency_s(scenario, results)
     print(f"seed {seed}: barge-in {latency} s after the onset; false barge-ins {m['false_barge_ins']}")
