@@ -17,8 +17,9 @@ only has to find a small, positive remaining delay.
 
 Two modules run in a row: AEC3 with the high-pass filter, then noise suppression alone. The
 VAD hears the signal between them: WebRTC's noise suppressor, just behind AEC3's residual-echo
-suppressor, held a user who interrupts the robot back for another 30-60 ms (bench/bench_echo.py,
-variant aec-no-ns), while the model and the recordings get the fully cleaned signal.
+suppressor, held a user who interrupts the robot back for up to another 60 ms (bench/bench_echo.py,
+variant aec-no-ns), while the model and the recordings get the fully cleaned signal. The second
+module costs ~0.03 ms per 10 ms.
 """
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def _to_int16(x: np.ndarray) -> bytes:
 
 
 class EchoCanceller:
-    """WebRTC APM on 10 ms blocks: ``process(mic, reference)`` -> the cleaned microphone.
+    """WebRTC APM on 10 ms blocks: ``process(mic, reference)`` -> the cleaned microphone and
+    the same before noise suppression.
 
     ``configure`` switches features live; WebRTC fixes them when the module is made, so a
     change builds a new module (AEC3 re-converges in well under a second of robot speech).
@@ -66,7 +68,7 @@ class EchoCanceller:
         self.config = config or EchoConfig()
         self.block = self.config.rate * BLOCK_MS // 1000
         self.blocks = 0
-        self.cpu_s = 0.0  # time spent inside the module, for the per-frame cost
+        self.cpu_s = 0.0  # time spent inside the modules, for the per-frame cost
         self._mic_energy = 0.0  # over blocks with an active reference (ERLE)
         self._out_energy = 0.0
         self._echo_apm = None  # AEC3 and the high-pass filter
