@@ -81,3 +81,20 @@ def test_wrong_frame_size_is_refused():
         loop.step(AudioFrame(np.zeros(100, np.float32), T0, 0))
     with pytest.raises(ValueError, match="1920 samples"):
         DuplexOutput(audio=np.zeros(10))
+
+
+def test_the_vad_hears_the_frames_vad_samples_when_given():
+    from facebot.audio.espeak import EspeakVoice
+    from facebot.audio.framing import MODEL_RATE
+
+    speech = EspeakVoice(voice="en-us+m3", rate_wpm=155).synthesize(
+        "Hello robot, please tell me something.", sample_rate=MODEL_RATE).audio
+    n = len(speech) // FRAME_SAMPLES
+    loop = DuplexLoop(EchoBackend())
+    heard = [loop.step(AudioFrame(np.zeros(FRAME_SAMPLES, np.float32), T0 + k * FRAME_NS, k,
+                                  vad_samples=speech[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES])).user
+             for k in range(n)]
+    assert any(u.speaking for u in heard)  # the backend got silence, the VAD the speech
+    assert not any(np.any(inp.user_audio) for inp in loop.backend.seen)
+    with pytest.raises(ValueError, match="VAD samples"):
+        loop.step(AudioFrame(np.zeros(FRAME_SAMPLES, np.float32), T0, 0, vad_samples=np.zeros(10, np.float32)))

@@ -145,6 +145,38 @@ def test_missing_and_late_reference_pass_audio_through_and_are_counted():
     assert stage.reference_status.startswith("reference missing")
 
 
+def test_frames_are_marked_echo_suppressed_once_aec3_settled_while_the_reference_is_active_and_a_hold_after():
+    far = speechlike(1.6, 2)
+    far[FRAME_SAMPLES * 10:] = 0.0  # the robot talks for 0.8 s, then is silent
+    mic = echo_of(far, 40.0)
+
+    def marks(config):
+        stage, out = EchoInputStage(config), []
+        for k in range(mic.shape[0] // FRAME_SAMPLES):
+            sl = slice(k * FRAME_SAMPLES, (k + 1) * FRAME_SAMPLES)
+            stage.add_reference(far[sl], R, T0 + k * FRAME_NS)
+            frame = stage.process(AudioFrame(mic[sl], T0 + k * FRAME_NS, k))
+            assert frame.vad_samples.shape == frame.samples.shape  # before noise suppression: the VAD's
+            out.append(frame.echo_suppressed)
+        return out
+
+    # the reference is read at the frames' own stamps (default guess): active in frames 0-9,
+    # then held for 400 ms = 5 frames
+    at_once = marks(EchoStageConfig(suppression_hold_ms=400.0, suppression_settle_s=0.0))
+    assert at_once[:15] == [True] * 15 and not any(at_once[15:])
+    # by default only after AEC3 had 1 s of reference: never within these 0.8 s
+    settling = marks(EchoStageConfig(suppression_hold_ms=400.0))
+    assert not any(settling)
+    half = marks(EchoStageConfig(suppression_hold_ms=400.0, suppression_settle_s=0.4))
+    first = half.index(True)
+    assert 4 <= first < 10 and all(half[first:15]) and not any(half[15:])
+    off = EchoInputStage(EchoStageConfig(echo_cancellation=False, suppression_settle_s=0.0))
+    off.add_reference(far[:FRAME_SAMPLES], R, T0)
+    assert not off.process(AudioFrame(mic[:FRAME_SAMPLES], T0, 0)).echo_suppressed
+    missing = EchoInputStage(EchoStageConfig(suppression_settle_s=0.0))  # no reference: the echo passes
+    assert not missing.process(AudioFrame(mic[:FRAME_SAMPLES], T0, 0)).echo_suppressed
+
+
 def test_bad_input_is_refused_or_handled_never_raised():
     stage = EchoInputStage()
     assert not stage.add_reference(np.zeros(0, np.float32), R, T0)

@@ -93,7 +93,7 @@ def test_interruption_detected_and_its_words_survive(backend, with_aec):
     baseline = interruption_latency_s(*[session(backend, aec=False, loudspeaker=False)[i] for i in (0, 3)])
     print(f"barge-in during double talk: {latency * 1000:.0f} ms after the speech onset "
           f"(headphones: {baseline * 1000:.0f} ms)")
-    assert latency <= 0.5  # bench_echo.py gives the distribution over seeds
+    assert latency <= 0.2  # bench_echo.py gives the distribution over seeds
     a, b = scenario.interruption_s
     span = slice(int((a - 0.2) * MODEL_RATE), int((b + 0.5) * MODEL_RATE))
     heard = np.concatenate([r.user_audio for r in results])
@@ -104,11 +104,14 @@ def test_interruption_detected_and_its_words_survive(backend, with_aec):
     assert len(set(dry) & cleaned) >= len(set(dry)) // 2
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: AEC3's suppressor holds the user down for the first "
-                   "~50-350 ms of double talk (headphones: 100-145 ms, see bench/bench_echo.py)")
-def test_double_talk_barge_in_within_150_ms(with_aec):
-    scenario, _, _, results, _ = with_aec
+@pytest.mark.parametrize("seed", range(5))
+def test_double_talk_barge_in_within_150_ms(backend, with_aec, seed):
+    """In every seeded room (bench_echo.py synthesises the voices in one process, where espeak's
+    audio differs slightly: there one interruption of five came 177 ms after its onset)."""
+    scenario, _, _, results, m = with_aec if seed == SEED else session(backend, aec=True, seed=seed)
     latency = interruption_latency_s(scenario, results)
+    print(f"seed {seed}: barge-in {latency} s after the onset; false barge-ins {m['false_barge_ins']}")
+    assert m["false_barge_ins"] == 0
     assert latency is not None and latency <= 0.150
 
 

@@ -160,3 +160,15 @@ def test_tracker_hysteresis_and_minimum_durations():
     va = VoiceActivity(min_silence_ms=1000)
     va.update(_chunks([0.9, 0.9, 0.9, 0.1]))
     assert va.speaking and va.speech_ms == pytest.approx(96.0) and va.silence_ms == pytest.approx(32.0)
+
+
+def test_echo_suppressed_audio_makes_an_onset_on_one_window():
+    # The echo canceller's suppressor already held the user's first syllables back: one
+    # window above threshold is an onset there, two are needed elsewhere.
+    assert VoiceActivity().update(_chunks([0.1, 0.9, 0.1]), echo_suppressed=False) == []
+    va = VoiceActivity()
+    assert va.update(_chunks([0.1, 0.9, 0.1]), echo_suppressed=True) == [VadEvent("onset", 768)]
+    assert va.speaking
+    assert VoiceActivity(echo_min_speech_ms=64.0).update(_chunks([0.1, 0.9, 0.1]), echo_suppressed=True) == []
+    with pytest.raises(ValueError):
+        VadConfig(echo_min_speech_ms=-1.0)

@@ -29,6 +29,13 @@ class AudioFrame:
     stamp_ns: int
     index: int
     filled_ns: int = 0  # how much of the frame is inserted silence (gap filling, final padding)
+    # The echo canceller was removing the robot's voice from these samples (its reference was
+    # active): its suppressor holds back the first syllables of a user who talks over the
+    # robot, so the VAD confirms an onset sooner (facebot.audio.vad.VadConfig).
+    echo_suppressed: bool = False
+    # What the VAD hears when it differs from ``samples``: the echo canceller's output before
+    # noise suppression (facebot.audio.echo).
+    vad_samples: np.ndarray | None = None
 
 
 @dataclass

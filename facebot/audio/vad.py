@@ -9,7 +9,10 @@ Why these choices:
   same 32 ms window (256 or 512 samples). 24 kHz -> 8 kHz is an integer decimation by 3, so
   a short causal FIR and a phase counter suffice: no resampler buffering, 1 ms of delay. Speech
   energy that decides "is someone talking" lies well below 4 kHz. 16 kHz (up 2, down 3, same
-  filter machinery) is available with ``model_rate=16000`` when the extra band is worth it.
+  filter machinery) is available with ``model_rate=16000`` when the extra band is worth it:
+  the duplex loop uses it, because a user a metre or more from the robot's microphone comes
+  with a room's reverberation, and there the 8 kHz model heard the start of an utterance up to
+  ~0.8 s later than the 16 kHz one (bench/bench_echo.py's rooms).
 * The FIR: 49 taps at the (upsampled) filter rate, Hamming window, cutoff 90 % of the model's
   Nyquist. Its group delay is (49 - 1) / 2 taps = 1 ms at 24 kHz; chunk positions are moved
   back by it, so they say when the sound happened at the microphone, not when we saw it.
@@ -182,20 +185,28 @@ class VadConfig:
     * ``min_silence_ms`` 200: bridges stop closures and gaps between words (mostly < 150 ms)
       while staying well under the 500-700 ms pause that ends a conversational turn, which is
       for the turn-taking logic above this to decide.
+    * ``echo_min_speech_ms`` 32: on audio the echo canceller was cleaning of the robot's voice
+      (``AudioFrame.echo_suppressed``) one window makes an onset. AEC3's residual-echo
+      suppressor already holds a user who talks over the robot back for ~50-150 ms and lets
+      the speech through only once it dominates the echo, so that hold is the confirmation a
+      second window would give, and waiting for it again made barge-in 30 ms later. (Once
+      AEC3 has settled, its echo leaks scored at most 0.12 in the bench's rooms, 0.35 with an
+      unreported 700 ms delay: bench/bench_echo.py.)
     """
 
     threshold: float = 0.5
     neg_threshold: float = 0.35
     min_speech_ms: float = 64.0
     min_silence_ms: float = 200.0
+    echo_min_speech_ms: float = 32.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
         if not 0.0 < self.neg_threshold <= self.threshold:
             raise ValueError(f"neg_threshold must be in (0, threshold], got {self.neg_threshold}")
-        if self.min_speech_ms < 0 or self.min_silence_ms < 0:
-            raise ValueError("min_speech_ms and min_silence_ms must be >= 0")
+        if self.min_speech_ms < 0 or self.min_silence_ms < 0 or self.echo_min_speech_ms < 0:
+            raise ValueError("min_speech_ms, min_silence_ms and echo_min_speech_ms must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -209,21 +220,22 @@ class VoiceActivity:
 
     A run of speech starts with a window at or above ``threshold`` and continues while windows
     stay at or above ``neg_threshold``. It becomes an onset once it lasts ``min_speech_ms``;
-    the event's sample is where the run began. While speaking, ``min_silence_ms`` of windows
-    below ``neg_threshold`` make an offset, placed at the end of the last speech window.
+    the event's sample is where the run began (``echo_min_speech_ms`` on echo-suppressed
+    audio). While speaking, ``min_silence_ms`` of windows below ``neg_threshold`` make an
+    offset, placed at the end of the last speech window.
     """
 
     def __init__(self, threshold: float = 0.5, neg_threshold: float = 0.35,
                  min_speech_ms: float = 64.0, min_silence_ms: float = 200.0,
-                 sample_rate: int = 24000) -> None:
-        self.config = VadConfig(threshold, neg_threshold, min_speech_ms, min_silence_ms)
+                 sample_rate: int = 24000, echo_min_speech_ms: float = 32.0) -> None:
+        self.config = VadConfig(threshold, neg_threshold, min_speech_ms, min_silence_ms, echo_min_speech_ms)
         self.sample_rate = sample_rate
         self.reset()
 
     @classmethod
     def from_config(cls, config: VadConfig, sample_rate: int = 24000) -> "VoiceActivity":
         return cls(config.threshold, config.neg_threshold, config.min_speech_ms,
-                   config.min_silence_ms, sample_rate)
+                   config.min_silence_ms, sample_rate, config.echo_min_speech_ms)
 
     def reset(self) -> None:
         self._speaking = False
@@ -254,9 +266,13 @@ class VoiceActivity:
         start, end = self._last_run
         return self._ms(end - start)
 
-    def update(self, chunks) -> list[VadEvent]:
-        """Advance over ``chunks`` (in stream order); return the onsets/offsets they caused."""
+    def update(self, chunks, echo_suppressed: bool = False) -> list[VadEvent]:
+        """Advance over ``chunks`` (in stream order); return the onsets/offsets they caused.
+
+        ``echo_suppressed``: the chunks' audio came out of an echo canceller working on the
+        robot's voice (see ``VadConfig.echo_min_speech_ms``)."""
         cfg = self.config
+        min_speech_ms = cfg.echo_min_speech_ms if echo_suppressed else cfg.min_speech_ms
         events: list[VadEvent] = []
         for c in chunks:
             self._now = c.end_sample
@@ -277,7 +293,7 @@ class VoiceActivity:
             else:  # the candidate run was too short: a blip, not speech
                 self._run_start = None
             if (self._run_start is not None
-                    and self._ms(self._run_end - self._run_start) >= cfg.min_speech_ms):
+                    and self._ms(self._run_end - self._run_start) >= min_speech_ms):
                 self._speaking = True
                 self._speech_end = self._run_end
                 events.append(VadEvent("onset", self._run_start))

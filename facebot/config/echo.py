@@ -39,6 +39,13 @@ class EchoStageConfig(Settings):
     min_lead_ms: float = setting(5.0, unit=MS, ge=0, le=200, doc="below this lead AEC3 stops cancelling")
     aec_span_ms: float = setting(250.0, unit=MS, gt=0, le=1000, doc="delays this far after the reference: AEC3's job")
     estimate_every_s: float = setting(0.25, unit="s", gt=0, le=10)
+    # Frames are marked echo-suppressed (the VAD then confirms a barge-in sooner) while the
+    # reference is active and this long after: its echo comes up to aec_span_ms later and
+    # rings on with the room.
+    suppression_hold_ms: float = setting(500.0, unit=MS, ge=0, le=5000)
+    # ... but only once AEC3 had this much robot speech since it (re)started: before it has
+    # converged its echo leaks must not count as the user.
+    suppression_settle_s: float = setting(1.0, unit="s", ge=0, le=60)
     history_s: float = setting(6.0, unit="s", gt=0, le=60, doc="reference and microphone audio kept")
     delay: DelayConfig = setting(default_factory=DelayConfig)
 

@@ -50,6 +50,11 @@ class StepResult:
     user_flame: list[FlameFrame] | None = None
 
 
+# The VAD hears 16 kHz: a user across the room is reverberant, and the 8 kHz model missed the
+# first few hundred ms of such speech (facebot.audio.vad).
+VAD_MODEL_RATE = 16_000
+
+
 def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1000.0
 
@@ -64,7 +69,7 @@ class DuplexLoop:
         self.perception = perception
         self.perception_errors = 0
         self.config = config or LoopConfig()
-        self.vad = SileroVad(sample_rate=MODEL_RATE)
+        self.vad = SileroVad(sample_rate=MODEL_RATE, model_rate=VAD_MODEL_RATE)
         self.seed = seed
         self.reset(seed)
 
@@ -92,7 +97,10 @@ class DuplexLoop:
         timings: dict[str, float] = {}
 
         t0 = time.perf_counter()
-        user = self._user_activity(samples)
+        heard = samples if frame.vad_samples is None else np.asarray(frame.vad_samples, np.float32)
+        if heard.shape != samples.shape:
+            raise ValueError(f"duplex step needs VAD samples shaped like the frame, got {heard.shape}")
+        user = self._user_activity(heard, frame.echo_suppressed)
         timings["vad"] = _ms(t0)
 
         t0 = time.perf_counter()
@@ -134,12 +142,12 @@ class DuplexLoop:
         self._index += 1
         return result
 
-    def _user_activity(self, samples: np.ndarray) -> UserActivity:
+    def _user_activity(self, samples: np.ndarray, echo_suppressed: bool) -> UserActivity:
         chunks = self.vad.process(samples)
         onset_decided = None
         offset = False
         for chunk in chunks:  # one at a time, to know where each decision was taken
-            for event in self.activity.update([chunk]):
+            for event in self.activity.update([chunk], echo_suppressed):
                 if event.kind == "onset":
                     onset_decided = chunk.end_sample
                 else:

@@ -16,6 +16,11 @@ to the speaker, stamped with their playout time) and the dialogue node (referenc
 ``audio/played``, stamped with when it was heard). A missing or late reference never stops
 the stream: the frame is processed against silence (noise suppression still applies, the echo
 passes) and counted.
+
+Each cleaned frame also carries what the VAD should hear (the canceller's output before noise
+suppression) and whether the robot's echo was being suppressed in it: a user who talks over
+the robot is held back by AEC3 for the first syllables, and the VAD confirms such an onset
+sooner (``facebot.audio.vad.VadConfig.echo_min_speech_ms``).
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ import dataclasses
 import numpy as np
 
 from facebot.audio.delay import DelayTracker
-from facebot.audio.echo import EchoCanceller, EchoConfig
+from facebot.audio.echo import BLOCK_MS, EchoCanceller, EchoConfig
 from facebot.audio.framing import MODEL_RATE, AudioFrame, AudioFramer
 from facebot.audio.sample_timeline import SampleTimeline, stamp_to_index
 from facebot.config.echo import EchoStageConfig
@@ -52,6 +57,7 @@ class EchoInputStage:
         self._next_estimate: int | None = None
         self._missing_run = 0  # consecutive frames without reference
         self._late_run = 0  # consecutive reference chunks that came too late
+        self._reference_active_end: int | None = None  # mic sample after the last frame with an active reference
         self.shift_ms = self._target_shift(c.echo_delay_ms)  # reference read this much before the mic
 
     def _echo_config(self, c: EchoStageConfig) -> EchoConfig:
@@ -143,12 +149,25 @@ class EchoInputStage:
         else:
             self._missing_run = 0
         remaining_ms = max(0, int(round(self.tracker.delay_ms - self.shift_ms)))
-        cleaned = self.canceller.process(mic, reference, remaining_ms)
+        active_before = self.canceller.active_blocks
+        cleaned, vad_view = self.canceller.process(mic, reference, remaining_ms)
+        active = self.canceller.active_blocks > active_before
         self._mic.write(start, mic)
         self._consumed_end = start - shift + n
         if c.echo_cancellation and c.track_delay:
             self._maybe_estimate(start + n)
-        return dataclasses.replace(frame, samples=cleaned)
+        return dataclasses.replace(frame, samples=cleaned, vad_samples=vad_view,
+                                   echo_suppressed=self._echo_suppressed(active, start + n))
+
+    def _echo_suppressed(self, active: bool, end: int) -> bool:
+        """Whether a converged AEC3 is at work on the robot's voice in the frame ending at
+        ``end``: its reference was ``active`` in it or within ``suppression_hold_ms``."""
+        if active:
+            self._reference_active_end = end
+        settled = self.canceller.active_blocks * BLOCK_MS >= self.config.suppression_settle_s * 1000.0
+        hold = int(self.config.suppression_hold_ms * self.rate / 1000.0)
+        return (settled and self._reference_active_end is not None
+                and end - self._reference_active_end <= hold)
 
     def _maybe_estimate(self, mic_end: int) -> None:
         d = self.config.delay
