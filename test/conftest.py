@@ -23,11 +23,11 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def tiny_deployment(tmp_path_factory):
-    """Tiny LM weights in a file, exported by the export step into ``folder`` (~30 s);
+    """Tiny LM weights in a file, exported by `facebot export` into ``folder`` (~30 s);
     ``built`` is the torch runtime on the same weights (the model the folder was made from):
     call ``reset`` before stepping it."""
+    from facebot import cli
     from facebot.config.model import ModelOptions
-    from facebot.export.prepare import prepare_export
     from facebot.model.checkpoint import save_safetensors
     from facebot.pipeline.model_backend import ModelBackend
 
@@ -35,7 +35,8 @@ def tiny_deployment(tmp_path_factory):
     src = ModelBackend(ModelOptions(config="tiny", init_seed=3))
     save_safetensors({k: v.contiguous() for k, v in src.lm.state_dict().items()}, d / "model.safetensors")
     opts = dict(config="tiny", weights=str(d / "model.safetensors"), greedy=True, runtime="onnxruntime", threads=1)
-    prepare_export(ModelOptions(**opts, export_dir=str(d / "g")))  # builds torch, exports
+    assert cli.main(["export", "--config", "tiny", "--weights", str(d / "model.safetensors"), "--greedy",
+                     "--threads", "1", "--out", str(d / "g")]) == 0  # builds torch, exports
     built = ModelBackend(ModelOptions(**{**opts, "runtime": "torch"}))
     return {"dir": d, "folder": d / "g", "opts": opts, "built": built}
 

@@ -212,3 +212,45 @@ def test_model_backend_publishes_model_faces(tmp_path):
         assert all(np.array_equal(a.robot_audio, b.robot_audio) for a, b in zip(rp, rf))
     with pytest.raises(ModelLoadError, match="no such face weights"):
         ModelBackend(ModelOptions(config="tiny", face_weights=str(tmp_path / "nope")))
+
+
+def test_model_faces_start_from_the_export_folder_alone(tmp_path, monkeypatch):
+    """Issue 17: with a face model, `--engine DIR` starts from the exported graphs alone (no
+    torch network built, the face codec's encoder loaded by itself for the user's stream) and
+    gives the torch runtime's faces and voice."""
+    from facebot.audio.framing import FRAME_NS, FRAME_SAMPLES, AudioFrame
+    from facebot.config.model import ModelOptions
+    from facebot.export.prepare import prepare_export
+    from facebot.pipeline.duplex import DuplexLoop
+    from facebot.pipeline.model_backend import ModelBackend
+
+    save_face_lm(face_lm(), tmp_path / "face_lm.safetensors")
+    save_face_codec(codec(), tmp_path / "face_codec.safetensors")
+    rng = np.random.default_rng(1)
+    frames = [AudioFrame((0.1 * rng.normal(size=FRAME_SAMPLES)).astype(np.float32), k * FRAME_NS, k)
+              for k in range(6)]
+    opts = dict(config="tiny", greedy=True, face_weights=str(tmp_path), threads=1)
+
+    def run(backend):
+        loop = DuplexLoop(backend, seed=0)
+        return [loop.step(f) for f in frames]
+
+    reference = run(ModelBackend(ModelOptions(**opts)))
+    prepare_export(ModelOptions(**opts, runtime="onnxruntime", export_dir=str(tmp_path / "g")))
+
+    import facebot.model.face_transformer as face_mod
+    import facebot.model.lm as lm_mod
+
+    def refuse(*a, **k):
+        raise AssertionError("a torch network was built")
+
+    monkeypatch.setattr(lm_mod, "build_lm", refuse)
+    monkeypatch.setattr(face_mod.FaceLM, "__init__", refuse)
+    backend = ModelBackend(ModelOptions(**opts, runtime="onnxruntime", export_dir=str(tmp_path / "g")))
+    assert backend.lm is None and "model face" in backend.describe()
+    for a, b in zip(reference, run(backend)):
+        assert np.abs(a.robot_audio - b.robot_audio).max() <= 1e-4
+        assert all(f.source == FrameSource.MODEL for f in b.flame)
+        for fa, fb in zip(a.flame, b.flame):
+            assert np.abs(fa.expression - fb.expression).max() <= 1e-3
+            assert np.abs(fa.jaw_pose - fb.jaw_pose).max() <= 1e-3

@@ -58,35 +58,35 @@ def train_command(args) -> int:
 
 
 def export_command(args) -> int:
-    """`facebot export`: the model backend's networks (same flags as `run --backend model`) to an
-    export folder; --check streams frames through the result."""
+    """`facebot export`: the assembly's export step (export/prepare.py) into a folder that
+    `run --engine DIR` and the dialogue's engine_path start from alone; --check streams frames
+    through the result and the torch model side by side."""
     import dataclasses
 
     from facebot.cli.settings import pipeline_config
-    from facebot.export.deployment import recorded_sources, weight_sources
-    from facebot.export.model_export import ensure_export
-    from facebot.pipeline.model_backend import ModelBackend
+    from facebot.export.onnx_export import read_manifest
+    from facebot.export.prepare import prepare_export
 
     config = pipeline_config(args)
-    # torch only, to hold the networks that are exported
-    backend = ModelBackend(dataclasses.replace(config.model, runtime="torch", export_dir=None, precision="fp32",
-                                               verify_weights=False, force_engine_update=False))
-    out = Path(args.out) if args.out else (Path(args.export_dir) if args.export_dir else None)
-    fs = backend.face_stepper
+    model = config.model
+    runtime = model.runtime if model.runtime != "torch" else "onnxruntime"  # graphs are for a graph runtime
+    out = args.out or args.export_dir
     t0 = time.perf_counter()
-    # the weight files' hashes go into the manifest: `run --engine DIR` starts from it alone
-    sources = weight_sources(backend.weight_files, backend.options.init_seed, recorded_sources(out))
-    folder, manifest = ensure_export(out, backend.codec, backend.lm, backend.stepper.sampling,
-                                     config.model.precision, fs.face_lm if fs else None,
-                                     fs.codec if fs else None, force=args.force or args.force_engine_update,
-                                     sources=sources)
+    options = prepare_export(dataclasses.replace(
+        model, runtime=runtime, export_dir=out, weights_mode="none", compile=False,
+        force_engine_update=args.force or model.force_engine_update))
+    folder = Path(options.export_dir)
+    manifest = read_manifest(folder)
     print(f"{folder}: {len(manifest['graphs'])} graphs ({', '.join(manifest['graphs'])}), "
           f"{manifest['precision']}, opset {manifest['opset']}, weights {manifest['weights_hash'][:12]} "
-          f"({backend.describe()}), {time.perf_counter() - t0:.0f} s")
+          f"(model {model.config}), {time.perf_counter() - t0:.0f} s")
     if args.check:
         from facebot.export.verify import compare_runtimes
+        from facebot.pipeline.model_backend import ModelBackend
 
-        report = compare_runtimes(folder, manifest, backend, frames=args.check, seed=config.seed)
+        reference = ModelBackend(dataclasses.replace(options, runtime="torch", export_dir=None, precision="fp32",
+                                                     verify_weights=False, force_engine_update=False))
+        report = compare_runtimes(folder, manifest, reference, frames=args.check, seed=config.seed)
         for line in report["lines"]:
             print(line)
     return 0
