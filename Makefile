@@ -3,6 +3,8 @@
 #   make test   set everything up (once) and run the test suite
 VENV ?= .venv
 PYTHON ?= python3
+# pytest-xdist workers: one per core, whole files per worker (their fixtures stay shared)
+TEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: demo test setup clean
 
@@ -11,7 +13,7 @@ demo: setup
 
 test: setup
 	bash .ci/ros_build
-	FACEBOT_ROS_BUILT=1 $(VENV)/bin/python -m pytest -q test
+	FACEBOT_ROS_BUILT=1 $(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile test
 
 setup: $(VENV)/.facebot-setup
 

@@ -72,7 +72,7 @@ setup(
         "sim": ["pyroomacoustics"],
         # scikit-image: its astronaut portrait, the real face of the perception tests
         "test": ["pytest", "hypothesis", "pocketsphinx", "xacro", "flake8", "pyroomacoustics",
-                 "scikit-image", "import-linter"],
+                 "scikit-image", "import-linter", "pytest-xdist"],
     },
     entry_points={"console_scripts": ["facebot=facebot.cli:main"]},
     data_files=_data_files(),

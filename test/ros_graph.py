@@ -136,14 +136,22 @@ class Proc:
         self.popen.wait(10)
 
 
+def _next_domain() -> int:
+    """A DDS domain (20-99) no other graph of this test run uses: pytest-xdist workers
+    (``-n``) get disjoint ranges, and the graphs of one worker count up within its range."""
+    worker = os.environ.get('PYTEST_XDIST_WORKER', 'gw0')
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    width = max(1, 80 // max(1, int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))))
+    return 20 + (index * width) % 80 + (os.getpid() * 13 + next(_domains)) % width
+
+
 class Graph:
     """A private DDS domain with facebot's nodes, the ros2 CLI and the probe."""
 
     def __init__(self, tmp_dir: Path, netns: str | None = None, domain: int | None = None):
         self.dir = Path(tmp_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.domain = domain if domain is not None else \
-            20 + (os.getpid() * 13 + next(_domains)) % 80
+        self.domain = domain if domain is not None else _next_domain()
         self.netns = netns
         self.env = dict(workspace_env())
         (self.dir / 'asound.conf').write_text(ALSA_NULL)

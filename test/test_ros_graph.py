@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -85,7 +84,8 @@ def utterance(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp('audio') / 'utterance.wav'
     script = ('import sys, numpy as np, soundfile; from facebot.audio.espeak import EspeakVoice; '
               "clip = EspeakVoice(voice='en-us', rate_wpm=150).synthesize("
-              "'Hello robot. Can you tell me something about yourself please?', sample_rate=16000); "
+              "'Hello robot. Can you tell me something about yourself please?', "
+              'sample_rate=16000); '
               'soundfile.write(sys.argv[1], clip.audio.astype(np.float32), 16000)')
     subprocess.run([sys.executable, '-c', script, str(path)], check=True, timeout=120)
     return path
