@@ -168,3 +168,13 @@ def test_weights_holding_nan_are_refused_naming_the_tensor(tmp_path, capsys):
     rc = cli.main(["run", "--backend", "model", "--config", "tiny", "--weights", str(tmp_path / "model.safetensors"),
                    "--no-video", "--no-progress", "--out", str(tmp_path / "o")])
     refused(capsys, rc, name, "NaN")
+
+
+def test_a_head_input_limit_out_of_range_is_one_line(tmp_path, capsys):
+    """Issue 12.6: `input.max_ahead_s: 1e300` overflowed mid-run."""
+    data = yaml.safe_load((CONFIG_DIR / "head_reference.yaml").read_text())
+    data["head"].setdefault("input", {})["max_ahead_s"] = 1e300
+    path = tmp_path / "head.yaml"
+    path.write_text(yaml.safe_dump(data))
+    rc = cli.main(["run", "--head", str(path), "--no-video", "--no-progress", "--out", str(tmp_path / "o")])
+    refused(capsys, rc, "max_ahead_s must be <= 3600")

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facebot.config import ConfigError, from_dict, load_yaml
+from facebot.config import ConfigError, Settings, from_dict, load_yaml, setting
 from facebot.face.flame import MAX_EXPRESSION
 from facebot.robot.min_jerk import MINJERK_PEAK_ACCELERATION, MINJERK_PEAK_VELOCITY
 
@@ -121,24 +121,20 @@ class FilterConfig:
 
 
 @dataclass
-class InputLimits:
+class InputLimits(Settings):
     """Frames outside these are refused (and counted), not clipped: a value this far out is a
     broken producer, and following it would move the head for no reason."""
 
-    max_abs_expression: float = 10.0
-    max_abs_pose_rad: float = 3.2
-    eyelid_min: float = -0.5
-    eyelid_max: float = 1.5
+    max_abs_expression: float = setting(10.0, gt=0, le=1000)
+    max_abs_pose_rad: float = setting(3.2, unit="rad", gt=0, le=100)
+    eyelid_min: float = setting(-0.5, ge=-100, le=100)
+    eyelid_max: float = setting(1.5, ge=-100, le=100)
     # stamps further than this past the current target time are refused
-    max_ahead_s: float = 10.0
+    max_ahead_s: float = setting(10.0, unit="s", gt=0, le=3600)
 
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, _finite(f"input {f.name}", getattr(self, f.name)))
-        if self.max_abs_expression <= 0 or self.max_abs_pose_rad <= 0 or self.max_ahead_s <= 0:
-            raise ValueError("input limits must be > 0")
+    def check(self) -> None:
         if not self.eyelid_min < self.eyelid_max:
-            raise ValueError("input eyelid_min must be below eyelid_max")
+            raise ConfigError("input eyelid_min must be below eyelid_max")
 
 
 @dataclass
