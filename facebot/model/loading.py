@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Tuple, Union
 
 from facebot.config.model import ModelOptions
+from facebot.config.schema import ConfigError
 from facebot.errors import FacebotError
 
 if TYPE_CHECKING:  # the networks import torch: loaded on use, so that ModelLoadError is cheap to import
@@ -75,6 +76,8 @@ def model_config(options: ModelOptions) -> LMConfig:
 
     try:
         return load_config(options.config)
+    except ConfigError:
+        raise  # names the file and the key already
     except (ValueError, OSError) as err:
         raise ModelLoadError(f"model config {options.config!r}: {err}") from None
 
