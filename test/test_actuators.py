@@ -415,12 +415,12 @@ def test_output_forms():
     js = joint_state(c)
     assert js["name"] == list(hc.joint_names) and js["position"] == list(c.positions) and js["effort"] == []
     with pytest.raises(ConfigError):
-        from facebot.config import from_dict
+        from facebot.config import from_mapping
         from facebot.robot.head_config import config_to_dict
 
         d = config_to_dict(CFG)["head"]
         d["output"] = {"controller_joints": ["nose"]}
-        from_dict(HeadConfig, d, "x")
+        from_mapping(HeadConfig, d, "x")
 
 
 def test_idle_reset_starts_from_measured_positions():

@@ -4,7 +4,7 @@
 dataclasses; :mod:`facebot.config.pipeline` is the whole pipeline's configuration that the
 CLI and the ROS nodes fill.
 """
-from facebot.config.files import CONFIG_DIR, from_dict, load_yaml, section
+from facebot.config.files import CONFIG_DIR, load_yaml, section
 from facebot.config.schema import ConfigError, Settings, from_mapping, setting
 
-__all__ = ["CONFIG_DIR", "ConfigError", "Settings", "from_dict", "from_mapping", "load_yaml", "section", "setting"]
+__all__ = ["CONFIG_DIR", "ConfigError", "Settings", "from_mapping", "load_yaml", "section", "setting"]

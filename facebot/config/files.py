@@ -15,8 +15,6 @@ from facebot.package_files import share_path
 
 CONFIG_DIR = share_path("config")
 
-from_dict = from_mapping  # the name the head and display configs use
-
 
 def load_yaml(path: str | Path) -> dict:
     p = Path(path)

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facebot.config import ConfigError, Settings, from_dict, load_yaml, setting
+from facebot.config import ConfigError, Settings, from_mapping, load_yaml, setting
 from facebot.face.flame import MAX_EXPRESSION
 from facebot.robot.min_jerk import MINJERK_PEAK_ACCELERATION, MINJERK_PEAK_VELOCITY
 
@@ -94,7 +94,7 @@ class JointConfig:
         terms = []
         for i, term in enumerate(self.expression or ()):
             if isinstance(term, dict):
-                term = from_dict(Term, term, f"joint {n}: expression[{i}]")
+                term = from_mapping(Term, term, f"joint {n}: expression[{i}]")
             if not isinstance(term, Term):
                 raise ValueError(f"joint {n}: expression[{i}] must be a mapping with field, index, weight")
             terms.append(term)
@@ -179,7 +179,7 @@ class HeadConfig:
         joints = []
         for i, j in enumerate(self.joints or ()):
             if isinstance(j, dict):
-                j = from_dict(JointConfig, j, f"joints[{i}]")
+                j = from_mapping(JointConfig, j, f"joints[{i}]")
             if not isinstance(j, JointConfig):
                 raise ValueError(f"joints[{i}] must be a mapping")
             joints.append(j)
@@ -253,8 +253,8 @@ def load_head_config(path: str | Path, section_name: str = "head") -> HeadConfig
     if joints is not None:
         if not isinstance(joints, list):
             raise ConfigError(f"{where}.joints: expected a list of joints")
-        raw["joints"] = [from_dict(JointConfig, j, f"{where}.joints[{i}]") for i, j in enumerate(joints)]
-    return from_dict(HeadConfig, raw, where)
+        raw["joints"] = [from_mapping(JointConfig, j, f"{where}.joints[{i}]") for i, j in enumerate(joints)]
+    return from_mapping(HeadConfig, raw, where)
 
 
 def config_to_dict(config: HeadConfig) -> dict:
