@@ -54,6 +54,7 @@ def refused(capsys, rc: int, *needles: str) -> str:
     ("loop.face.blink_interval_s", 3.0, "blink_interval_s must be a list of 2 values"),
     ("loop.face.blink_interval_s", [6.0, 2.0], "min <= max"),
     ("loop.vad_threshold", 1.5, "vad_threshold must be < 1"),
+    ("loop.vad_echo_threshold", 0.0, "vad_echo_threshold must be > 0"),
     ("loop.playout_delay_ms", float("nan"), "playout_delay_ms must be finite"),
     ("scripted.rate_wpm", 1000, "rate_wpm must be <= 450"),
     ("scripted.rate_wpm", "fast", "rate_wpm must be an integer"),

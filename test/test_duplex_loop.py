@@ -98,3 +98,13 @@ def test_the_vad_hears_the_frames_vad_samples_when_given():
     assert not any(np.any(inp.user_audio) for inp in loop.backend.seen)
     with pytest.raises(ValueError, match="VAD samples"):
         loop.step(AudioFrame(np.zeros(FRAME_SAMPLES, np.float32), T0, 0, vad_samples=np.zeros(10, np.float32)))
+
+
+@pytest.mark.parametrize("threshold", [0.1, 0.3, 0.9])
+def test_any_allowed_vad_threshold_makes_a_loop_that_hears_speech_only_above_it(threshold):
+    # vad_threshold below 0.35 once refused to build (the fixed neg_threshold was above it)
+    loop = DuplexLoop(EchoBackend(), LoopConfig(vad_threshold=threshold, vad_echo_threshold=0.4))
+    c = loop.activity.config
+    assert c.threshold == threshold and c.neg_threshold <= threshold
+    assert c.echo_start_threshold == min(threshold, 0.4)
+    assert not loop.step(frame(0)).user.speaking

@@ -172,3 +172,23 @@ def test_echo_suppressed_audio_makes_an_onset_on_one_window():
     assert VoiceActivity(echo_min_speech_ms=64.0).update(_chunks([0.1, 0.9, 0.1]), echo_suppressed=True) == []
     with pytest.raises(ValueError):
         VadConfig(echo_min_speech_ms=-1.0)
+
+
+def test_echo_suppressed_audio_starts_speech_at_the_echo_threshold():
+    # What AEC3 lets through over the robot's echo starts a run at 0.4; elsewhere 0.5 holds.
+    assert VoiceActivity().update(_chunks([0.1, 0.45, 0.45, 0.1]), echo_suppressed=False) == []
+    assert VoiceActivity().update(_chunks([0.1, 0.45, 0.1]), echo_suppressed=True) == [VadEvent("onset", 768)]
+    assert VoiceActivity().update(_chunks([0.1, 0.35, 0.1]), echo_suppressed=True) == []
+    # never above the threshold itself
+    low = VoiceActivity(threshold=0.3, neg_threshold=0.2, echo_threshold=0.45)
+    assert low.update(_chunks([0.1, 0.32, 0.1]), echo_suppressed=True) == [VadEvent("onset", 768)]
+    with pytest.raises(ValueError):
+        VadConfig(echo_threshold=1.0)
+
+
+@pytest.mark.parametrize("threshold", [0.05, 0.2, 0.3, 0.5, 0.9])
+def test_every_allowed_threshold_makes_a_valid_config(threshold):
+    # vad_threshold 0.3 once crashed the loop: the fixed neg_threshold 0.35 was above it.
+    c = VadConfig.for_threshold(threshold)
+    assert 0.0 < c.neg_threshold <= c.threshold == threshold
+    assert VadConfig.for_threshold(0.5) == VadConfig()  # the defaults are silero's rule at 0.5

@@ -189,9 +189,17 @@ class VadConfig:
       (``AudioFrame.echo_suppressed``) one window makes an onset. AEC3's residual-echo
       suppressor already holds a user who talks over the robot back for ~50-150 ms and lets
       the speech through only once it dominates the echo, so that hold is the confirmation a
-      second window would give, and waiting for it again made barge-in 30 ms later. (Once
-      AEC3 has settled, its echo leaks scored at most 0.12 in the bench's rooms, 0.35 with an
-      unreported 700 ms delay: bench/bench_echo.py.)
+      second window would give, and waiting for it again made barge-in 30 ms later.
+    * ``echo_threshold`` 0.4: on such audio that one window may also be less sure. When AEC3
+      releases a user it held, silero's first window over them often scores 0.4-0.5 and the
+      next 0.9+, so 0.5 cost a further 32 ms in some rooms (double-talk barge-in in 20
+      simulated rooms: median 127 -> 115 ms, slowest 177 -> 155 ms). Echo AEC3 lets through
+      once settled scored at most 0.17 in those rooms and louder or more distorted speakers,
+      0.35 with an unreported 700 ms delay (bench/bench_echo.py --vad-leaks). Never above
+      ``threshold``.
+
+    ``for_threshold`` derives ``neg_threshold`` from ``threshold`` as silero does, so any
+    threshold an operator picks makes a valid pair.
     """
 
     threshold: float = 0.5
@@ -199,12 +207,27 @@ class VadConfig:
     min_speech_ms: float = 64.0
     min_silence_ms: float = 200.0
     echo_min_speech_ms: float = 32.0
+    echo_threshold: float = 0.4
+
+    @classmethod
+    def for_threshold(cls, threshold: float, echo_threshold: float = 0.4) -> "VadConfig":
+        """The defaults around ``threshold``: speech is left below ``threshold - 0.15``
+        (silero's rule), but never below half the threshold."""
+        return cls(threshold=threshold, neg_threshold=max(threshold - 0.15, threshold / 2),
+                   echo_threshold=echo_threshold)
+
+    @property
+    def echo_start_threshold(self) -> float:
+        """What starts a run on echo-suppressed audio."""
+        return min(self.threshold, self.echo_threshold)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
         if not 0.0 < self.neg_threshold <= self.threshold:
             raise ValueError(f"neg_threshold must be in (0, threshold], got {self.neg_threshold}")
+        if not 0.0 < self.echo_threshold < 1.0:
+            raise ValueError(f"echo_threshold must be in (0, 1), got {self.echo_threshold}")
         if self.min_speech_ms < 0 or self.min_silence_ms < 0 or self.echo_min_speech_ms < 0:
             raise ValueError("min_speech_ms, min_silence_ms and echo_min_speech_ms must be >= 0")
 
@@ -218,24 +241,26 @@ class VadEvent:
 class VoiceActivity:
     """Onset/offset tracker over ``VadChunk``s with hysteresis and minimum durations.
 
-    A run of speech starts with a window at or above ``threshold`` and continues while windows
-    stay at or above ``neg_threshold``. It becomes an onset once it lasts ``min_speech_ms``;
-    the event's sample is where the run began (``echo_min_speech_ms`` on echo-suppressed
-    audio). While speaking, ``min_silence_ms`` of windows below ``neg_threshold`` make an
+    A run of speech starts with a window at or above ``threshold`` (``echo_threshold`` on
+    echo-suppressed audio) and continues while windows stay at or above ``neg_threshold``.
+    It becomes an onset once it lasts ``min_speech_ms`` (``echo_min_speech_ms`` on
+    echo-suppressed audio); the event's sample is where the run began. While speaking, ``min_silence_ms`` of windows below ``neg_threshold`` make an
     offset, placed at the end of the last speech window.
     """
 
     def __init__(self, threshold: float = 0.5, neg_threshold: float = 0.35,
                  min_speech_ms: float = 64.0, min_silence_ms: float = 200.0,
-                 sample_rate: int = 24000, echo_min_speech_ms: float = 32.0) -> None:
-        self.config = VadConfig(threshold, neg_threshold, min_speech_ms, min_silence_ms, echo_min_speech_ms)
+                 sample_rate: int = 24000, echo_min_speech_ms: float = 32.0,
+                 echo_threshold: float = 0.4) -> None:
+        self.config = VadConfig(threshold, neg_threshold, min_speech_ms, min_silence_ms, echo_min_speech_ms,
+                                echo_threshold)
         self.sample_rate = sample_rate
         self.reset()
 
     @classmethod
     def from_config(cls, config: VadConfig, sample_rate: int = 24000) -> "VoiceActivity":
         return cls(config.threshold, config.neg_threshold, config.min_speech_ms,
-                   config.min_silence_ms, sample_rate, config.echo_min_speech_ms)
+                   config.min_silence_ms, sample_rate, config.echo_min_speech_ms, config.echo_threshold)
 
     def reset(self) -> None:
         self._speaking = False
@@ -273,6 +298,7 @@ class VoiceActivity:
         robot's voice (see ``VadConfig.echo_min_speech_ms``)."""
         cfg = self.config
         min_speech_ms = cfg.echo_min_speech_ms if echo_suppressed else cfg.min_speech_ms
+        start = cfg.echo_start_threshold if echo_suppressed else cfg.threshold
         events: list[VadEvent] = []
         for c in chunks:
             self._now = c.end_sample
@@ -286,7 +312,7 @@ class VoiceActivity:
                     events.append(VadEvent("offset", self._run_end))
                 continue
             if self._run_start is None:
-                if c.prob >= cfg.threshold:
+                if c.prob >= start:
                     self._run_start, self._run_end = c.start_sample, c.end_sample
             elif c.prob >= cfg.neg_threshold:
                 self._run_end = c.end_sample

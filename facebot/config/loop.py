@@ -16,6 +16,11 @@ class LoopConfig(Settings):
     # With a head it is raised to the head's lead + one face frame (facebot.assembly).
     playout_delay_ms: float = setting(0.0, unit=MS, ge=0, le=2000)
     vad_threshold: float = setting(0.5, gt=0, lt=1, doc="speech probability above which the user speaks")
+    # The same on audio the echo canceller is cleaning of the robot's voice: AEC3 passes a
+    # user who talks over the robot only once they dominate, so a less sure first window
+    # suffices there (facebot.audio.vad.VadConfig); never above vad_threshold.
+    vad_echo_threshold: float = setting(0.4, gt=0, lt=1,
+                                        doc="speech probability that starts a barge-in over the robot's echo")
     face: ProceduralFaceConfig = setting(default_factory=ProceduralFaceConfig)
     # How much the robot's gaze toward the user (neck + eyes) is added onto the model's own
     # face: 0 = the model's face untouched, 1 = fully (the procedural face always attends).

@@ -111,6 +111,9 @@ def params_for(config: PipelineConfig) -> tuple[Param, ...]:
         setting('seed', 'seed', 'random seed of the session (sampling, procedural face)'),
         setting('vad_threshold', 'loop.vad_threshold',
                 'speech probability above which the user counts as speaking'),
+        setting('vad_echo_threshold', 'loop.vad_echo_threshold',
+                "the same while the echo canceller removes the robot's voice (a user talking "
+                'over the robot; never above vad_threshold)'),
         setting('playout_delay_ms', 'loop.playout_delay_ms',
                 'least time from the end of an input frame to its output being heard (ms); '
                 "raised to the head driver's lead + 40 ms (head/lead_ms) so the motors lead "
@@ -155,7 +158,8 @@ PARAM_SETTINGS = {
     'engine_path': 'model.export_dir', 'runtime': 'model.runtime', 'precision': 'model.precision',
     'force_engine_update': 'model.force_engine_update', 'model_config': 'model.config',
     'temperature': 'model.temperature', 'top_k': 'model.top_k',
-    'vad_threshold': 'loop.vad_threshold', 'playout_delay_ms': 'loop.playout_delay_ms',
+    'vad_threshold': 'loop.vad_threshold', 'vad_echo_threshold': 'loop.vad_echo_threshold',
+    'playout_delay_ms': 'loop.playout_delay_ms',
     **{name: f'echo.{name}' for name in ECHO_PARAMS},
 }
 

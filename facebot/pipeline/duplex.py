@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facebot.audio.framing import FRAME_NS, FRAME_SAMPLES, MODEL_RATE, AudioFrame
-from facebot.audio.vad import SileroVad, VoiceActivity
+from facebot.audio.vad import SileroVad, VadConfig, VoiceActivity
 from facebot.face.cues import FaceCue
 from facebot.face.flame import FRAME_PERIOD_NS, FlameFrame
 from facebot.config.face import ProceduralFaceConfig
@@ -77,7 +77,8 @@ class DuplexLoop:
         if seed is not None:
             self.seed = seed
         self.vad.reset()
-        self.activity = VoiceActivity(threshold=self.config.vad_threshold)
+        self.activity = VoiceActivity.from_config(
+            VadConfig.for_threshold(self.config.vad_threshold, self.config.vad_echo_threshold), MODEL_RATE)
         self.face = ProceduralFace(self._face_config())
         self.backend.reset(self.seed)
         if self.perception is not None:

@@ -9,6 +9,10 @@ signal are known: the echo and the user's speech are kept apart by ``EchoRoom``.
   of robot speech.
 - **Double talk**: for each user speech onset while the robot was talking, the time from the
   onset to the VAD's barge-in decision (on the input timeline), or a miss.
+- **Echo leak**: the highest speech probability the VAD gave an 80 ms frame of robot-only
+  audio that the canceller was cleaning (``echo_suppressed``, the user silent for 0.5 s
+  around it), after convergence: how far what AEC3 lets through stays below the VAD's echo
+  threshold (``LoopConfig.vad_echo_threshold``), the margin against false barge-ins.
 """
 from __future__ import annotations
 
@@ -32,8 +36,11 @@ class EchoTrace:
     user: list = field(default_factory=list)  # the user's part of mic (through the room)
     robot: list = field(default_factory=list)  # robot output of each step (as played)
     barge_in_samples: list = field(default_factory=list)  # VAD decision sample of each barge-in
+    speech_prob: list = field(default_factory=list)  # the VAD's highest probability per frame
+    echo_suppressed: list = field(default_factory=list)  # per frame: the canceller was at work
 
-    def add(self, mic, cleaned, echo, user, robot, barge_in_sample: int | None) -> None:
+    def add(self, mic, cleaned, echo, user, robot, barge_in_sample: int | None,
+            speech_prob: float = 0.0, echo_suppressed: bool = False) -> None:
         self.mic.append(np.asarray(mic, np.float32))
         self.cleaned.append(np.asarray(cleaned, np.float32))
         self.echo.append(np.asarray(echo, np.float32))
@@ -41,6 +48,8 @@ class EchoTrace:
         self.robot.append(np.asarray(robot, np.float32))
         if barge_in_sample is not None:
             self.barge_in_samples.append(int(barge_in_sample))
+        self.speech_prob.append(float(speech_prob))
+        self.echo_suppressed.append(bool(echo_suppressed))
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: np.concatenate(getattr(self, k)) if getattr(self, k) else np.zeros(0, np.float32)
@@ -126,7 +135,24 @@ def echo_metrics(trace: EchoTrace, rate: int = MODEL_RATE, echo_dbfs: float = -5
             latencies.append(round((hit[0] - onset) * BLOCK / rate * 1000.0, 1))
         else:
             missed += 1
+    result["echo_leak_prob"] = _echo_leak(trace, user_active, first)
     result["double_talk_onsets"] = len(latencies) + missed
     result["barge_in_latency_ms"] = latencies
     result["barge_in_missed"] = missed
     return result
+
+
+def _echo_leak(trace: EchoTrace, user_active: np.ndarray, first_echo: int | None) -> float | None:
+    """The highest per-frame speech probability on robot-only frames the canceller was
+    cleaning, from 1 s after the robot's first word (see the module docstring)."""
+    if first_echo is None or not trace.speech_prob:
+        return None
+    per_frame = max(1, len(trace.mic[0]) // BLOCK)
+    user_near = _dilate(user_active, 50, 50)
+    best = None
+    for k, (prob, suppressed) in enumerate(zip(trace.speech_prob, trace.echo_suppressed)):
+        lo, hi = k * per_frame, (k + 1) * per_frame
+        if not suppressed or lo < first_echo + 100 or user_near[lo:hi].any():
+            continue
+        best = prob if best is None else max(best, prob)
+    return None if best is None else round(best, 3)

@@ -28,6 +28,7 @@ class EchoSide:
         self.mic_sink = mic_sink
         self.stage_ms: list[float] = []  # the echo stage's time per 80 ms frame
         self._last_mic = None
+        self._last_suppressed = False
 
     def before_step(self, frame: AudioFrame) -> tuple[AudioFrame, float | None]:
         if self.room is not None:
@@ -42,6 +43,7 @@ class EchoSide:
         t0 = time.perf_counter()
         cleaned = self.stage.process(frame)
         ms = (time.perf_counter() - t0) * 1000.0
+        self._last_suppressed = cleaned.echo_suppressed
         self.stage_ms.append(ms)
         return cleaned, ms
 
@@ -53,7 +55,7 @@ class EchoSide:
         if self.trace is not None:
             barge = result.user.onset_sample if result.output.barge_in else None
             self.trace.add(self._last_mic, result.user_audio, self.room.last_echo, self.room.last_user,
-                           result.robot_audio, barge)
+                           result.robot_audio, barge, result.user.speech_prob, self._last_suppressed)
 
     def summary(self) -> dict:
         out: dict = {}
