@@ -15,7 +15,9 @@ def trace(user_frames=(60, 61, 62), barge_frames=(), probs=None, suppressed=True
     t = EchoTrace()
     for k in range(FRAMES):
         echo = (0.1 * rng.standard_normal(FRAME_SAMPLES)).astype(np.float32)
-        user = (0.1 * rng.standard_normal(FRAME_SAMPLES) if k in user_frames else np.zeros(FRAME_SAMPLES)).astype(np.float32)
+        user = np.zeros(FRAME_SAMPLES, np.float32)
+        if k in user_frames:
+            user = (0.1 * rng.standard_normal(FRAME_SAMPLES)).astype(np.float32)
         cleaned = 0.01 * echo + user
         barge = k * FRAME_SAMPLES if k in barge_frames else None
         prob = 0.9 if k in user_frames else (probs[k] if probs is not None else 0.05)

@@ -245,8 +245,9 @@ class VoiceActivity:
     A run of speech starts with a window at or above ``threshold`` (``echo_threshold`` on
     echo-suppressed audio) and continues while windows stay at or above ``neg_threshold``.
     It becomes an onset once it lasts ``min_speech_ms`` (``echo_min_speech_ms`` on
-    echo-suppressed audio); the event's sample is where the run began. While speaking, ``min_silence_ms`` of windows below ``neg_threshold`` make an
-    offset, placed at the end of the last speech window.
+    echo-suppressed audio); the event's sample is where the run began. While speaking,
+    ``min_silence_ms`` of windows below ``neg_threshold`` make an offset, placed at the end
+    of the last speech window.
     """
 
     def __init__(self, threshold: float = 0.5, neg_threshold: float = 0.35,
