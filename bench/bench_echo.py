@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from facebot.audio.espeak import in_fresh_interpreter  # noqa: E402
 from facebot.audio.framing import MODEL_RATE  # noqa: E402
 from facebot.audio.room import EchoRoom, EchoRoomConfig  # noqa: E402
 from facebot.pipeline.duplex import DuplexLoop  # noqa: E402
@@ -52,9 +53,8 @@ def _words(text: str) -> set[str]:
     return {w.strip(".,?!").lower() for w in text.split()}
 
 
-def run_one(backend, seed: int, variant: str, room_delay_ms, echo_db: float, transcribe=None,
+def run_one(backend, scenario, seed: int, variant: str, room_delay_ms, echo_db: float, transcribe=None,
             distortion: float | None = None) -> dict:
-    scenario = echo_scenario(seed)
     room = stage = None
     if variant != "headphones":
         extra = {} if distortion is None else {"distortion": distortion}
@@ -140,11 +140,14 @@ def main(argv=None) -> int:
     if not args.no_asr:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
         from asr import transcribe  # the tests' pocketsphinx wrapper
-    backend = ScriptedBackend(ScriptedConfig(replies=(ROBOT_LONG_REPLY,)))
+    # every voice is synthesised in a fresh interpreter, as in the tests (test_echo_loop.py)
+    backend = in_fresh_interpreter(ScriptedBackend, ScriptedConfig(replies=(ROBOT_LONG_REPLY,)))
     rows = []
     for seed in _seeds(args.seeds):
+        scenario = in_fresh_interpreter(echo_scenario, seed)
         for variant in variants:
-            row = run_one(backend, seed, variant, args.room_delay_ms, args.echo_db, transcribe, args.distortion)
+            row = run_one(backend, scenario, seed, variant, args.room_delay_ms, args.echo_db, transcribe,
+                          args.distortion)
             rows.append(row)
             print(json.dumps(row), flush=True)
     print()

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facebot.audio.espeak import in_fresh_interpreter
 from facebot.audio.framing import MODEL_RATE
 from facebot.audio.room import EchoRoom, EchoRoomConfig
 from facebot.pipeline.duplex import DuplexLoop
@@ -27,22 +28,13 @@ def _backend():
     return ScriptedBackend(ScriptedConfig(replies=(ROBOT_LONG_REPLY,)))
 
 
-def in_fresh_process(fn, *args):
-    """``fn(*args)`` in a new interpreter: espeak-ng's output depends slightly on what the
-    process said before (other tests), and double talk is sensitive to a syllable's shift."""
-    import multiprocessing
-
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(fn, args)
-
-
 @pytest.fixture(scope="module")
 def backend():
-    return in_fresh_process(_backend)
+    return in_fresh_interpreter(_backend)
 
 
 def fresh_scenario(seed: int):
-    return in_fresh_process(echo_scenario, seed)
+    return in_fresh_interpreter(echo_scenario, seed)
 
 
 _SCENARIOS: dict = {}

@@ -192,6 +192,18 @@ def _load() -> None:
     _lib, _native_rate = lib, rate
 
 
+def in_fresh_interpreter(fn, *args):
+    """``fn(*args)`` run in a new Python interpreter, its result sent back.
+
+    espeak-ng's audio depends slightly on what its process synthesised before (a syllable
+    may shift by a few ms), so a measurement that compares runs on the exact audio (the echo
+    bench and tests) synthesises apart; ``fn`` and ``args`` must pickle."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
 def espeak_native_rate() -> int:
     """espeak-ng's output sample rate, as reported by ``espeak_Initialize``."""
     with _lock:
