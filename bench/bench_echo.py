@@ -54,7 +54,7 @@ def _words(text: str) -> set[str]:
 
 
 def run_one(backend, scenario, seed: int, variant: str, room_delay_ms, echo_db: float, transcribe=None,
-            distortion: float | None = None) -> dict:
+            distortion: float | None = None, loop_config: LoopConfig | None = None) -> dict:
     room = stage = None
     if variant != "headphones":
         extra = {} if distortion is None else {"distortion": distortion}
@@ -64,7 +64,7 @@ def run_one(backend, scenario, seed: int, variant: str, room_delay_ms, echo_db: 
             echo_cancellation=aec, noise_suppression=variant != "aec-no-ns" and aec, high_pass_filter=aec,
             track_delay=variant != "aec-untracked"))
     side = EchoSide(stage, room, EchoTrace() if room is not None else None)
-    loop = DuplexLoop(backend, LoopConfig(playout_delay_ms=80.0), seed=seed)
+    loop = DuplexLoop(backend, loop_config or LoopConfig(playout_delay_ms=80.0), seed=seed)
     t0 = time.perf_counter()
     results = run_frames(loop, scenario.user, side)
     wall = time.perf_counter() - t0
@@ -127,6 +127,8 @@ def main(argv=None) -> int:
     p.add_argument("--room-delay-ms", type=float, default=None, help="fix the hardware delay (default: seeded)")
     p.add_argument("--echo-db", type=float, default=0.0, help="loudspeaker level at the mic (dB)")
     p.add_argument("--distortion", type=float, default=None, help="loudspeaker soft clipping 0-1 (room default)")
+    p.add_argument("--vad-echo-threshold", type=float, default=LoopConfig().vad_echo_threshold,
+                   help="VAD probability that starts a barge-in over the robot's echo (the loop's setting)")
     p.add_argument("--no-asr", action="store_true", help="skip the recogniser (needs pocketsphinx)")
     p.add_argument("--variants", default=DEFAULT_VARIANTS,
                    help=f"comma-separated, of {', '.join(VARIANTS)} (aec-untracked: AEC3 with the reference "
@@ -140,6 +142,7 @@ def main(argv=None) -> int:
     if not args.no_asr:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
         from asr import transcribe  # the tests' pocketsphinx wrapper
+    loop_config = LoopConfig(playout_delay_ms=80.0, vad_echo_threshold=args.vad_echo_threshold)  # checks it
     # every voice is synthesised in a fresh interpreter, as in the tests (test_echo_loop.py)
     backend = in_fresh_interpreter(ScriptedBackend, ScriptedConfig(replies=(ROBOT_LONG_REPLY,)))
     rows = []
@@ -147,7 +150,7 @@ def main(argv=None) -> int:
         scenario = in_fresh_interpreter(echo_scenario, seed)
         for variant in variants:
             row = run_one(backend, scenario, seed, variant, args.room_delay_ms, args.echo_db, transcribe,
-                          args.distortion)
+                          args.distortion, loop_config)
             rows.append(row)
             print(json.dumps(row), flush=True)
     print()

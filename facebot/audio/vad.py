@@ -192,12 +192,12 @@ class VadConfig:
       second window would give, and waiting for it again made barge-in 30 ms later.
     * ``echo_threshold`` 0.4: on such audio that one window may also be less sure. When AEC3
       releases a user it held, silero's first window over them often scores 0.4-0.5 and the
-      next 0.9+, so 0.5 cost a further 32 ms in some rooms (double-talk barge-in in 20
-      simulated rooms: median 127 -> 115 ms, slowest 177 -> 155 ms). The echo AEC3 lets
-      through once settled scored at most 0.17 per 80 ms frame in 38 rooms, with louder and
-      more distorted speakers and an unreported 700 ms delay among them (bench/bench_echo.py,
-      "echo leak"); single windows right after a delay jump reached 0.35. Never above
-      ``threshold``.
+      next 0.9+, so 0.5 cost a further 32 ms in some rooms (bench/bench_echo.py
+      --vad-echo-threshold 0.5: room 6 156 -> 124 ms; 1 of 20 rooms, 3 of 20 with voices
+      synthesised in one process). The echo AEC3 lets through once settled scored at most
+      0.17 per 80 ms frame in 38 rooms, with louder and more distorted speakers and an
+      unreported 700 ms delay among them (the bench's "echo leak"); single windows right
+      after a delay jump reached 0.35. Never above ``threshold``.
 
     ``for_threshold`` derives ``neg_threshold`` from ``threshold`` as silero does, so any
     threshold an operator picks makes a valid pair.
